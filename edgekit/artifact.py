@@ -1,0 +1,132 @@
+"""Artifact records, content hashing and atomic file writes.
+
+An ``Artifact`` is a file on disk plus what is known about it: never a live
+model object. Writes go to a temporary file in the destination folder and are
+renamed into place, so a reader (or a manifest) never sees half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import OutputError
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, or of a directory's files in sorted order (for .mlpackage)."""
+    digest = hashlib.sha256()
+    if path.is_dir():
+        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(child.relative_to(path).as_posix().encode())
+            digest.update(b"\0")
+            digest.update(bytes.fromhex(sha256_file(child)))
+        return digest.hexdigest()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def size_bytes(path: Path) -> int:
+    """Size of a file, or the total of a directory's files."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def ensure_writable_dir(path: Path) -> Path:
+    """Create ``path`` if needed and prove it is writable, or raise OutputError."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".edgekit-probe-"):
+            pass
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write to output folder {path}: {exc.strerror or exc}",
+            "Choose a folder you can write to with -o/--output",
+        ) from None
+    return path
+
+
+@contextmanager
+def atomic_path(destination: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``destination``; rename it into place on success.
+
+    Works for files and directories. On any exception the temporary is removed
+    and ``destination`` is untouched.
+    """
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent)) / destination.name
+    try:
+        yield tmp
+        _replace(tmp, destination)
+    finally:
+        shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def _replace(source: Path, destination: Path) -> None:
+    if source.is_dir():
+        # Directories cannot be renamed over a non-empty one: move the old aside first.
+        if destination.exists():
+            old = destination.with_name(f".{destination.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(destination, old)
+            os.replace(source, destination)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(source, destination)
+        return
+    with source.open("rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(source, destination)
+
+
+def atomic_write_bytes(destination: Path, data: bytes) -> None:
+    """Write ``data`` to ``destination`` atomically."""
+    with atomic_path(destination) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_copy(source: Path, destination: Path) -> None:
+    """Copy a file or directory to ``destination`` atomically."""
+    with atomic_path(destination) as tmp:
+        if source.is_dir():
+            shutil.copytree(source, tmp)
+        else:
+            shutil.copyfile(source, tmp)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A built model file and what made it.
+
+    ``path`` is the file (or .mlpackage folder) on disk; ``variant`` names the
+    exact recipe inside a precision (e.g. ``qdq-static-u8s8``); ``details``
+    holds backend facts such as the weight precision census.
+    """
+
+    path: Path
+    format: str
+    precision: str
+    variant: str
+    parent: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sha256(self) -> str:
+        return sha256_file(self.path)
+
+    @property
+    def size_bytes(self) -> int:
+        return size_bytes(self.path)

@@ -1,0 +1,280 @@
+"""Typed, strict configuration: target profiles, budgets and build configs.
+
+Profiles and build configs are TOML files validated by pydantic models that
+forbid unknown keys, so a typo is an error naming the key and the file rather
+than a silently ignored setting. All models are frozen: a stage never edits
+the config it was given.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgekit.errors import ConfigError, TargetNotFoundError
+
+Format = Literal["onnx", "tflite", "coreml"]
+Precision = Literal["fp32", "fp16", "int8", "dynamic-int8", "int4"]
+DeviceKind = Literal["sbc", "phone", "microcontroller", "gpu-sbc", "desktop"]
+TaskKind = Literal["auto", "classification", "regression", "embedding"]
+
+PROFILES_DIR = Path(__file__).parent / "targets"
+
+
+class StrictModel(BaseModel):
+    """Base for every config model: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Budgets(StrictModel):
+    """Limits an artifact must meet on its target. Unset means "no limit".
+
+    Accuracy budgets need labelled data; the fidelity budgets (cosine, max abs
+    error, SQNR) compare against the FP32 torch model and need no labels.
+    """
+
+    max_size_mb: float | None = Field(None, gt=0)
+    max_accuracy_drop: float | None = Field(None, ge=0, le=1)
+    max_latency_ms: float | None = Field(None, gt=0)
+    max_ram_mb: float | None = Field(None, gt=0)
+    min_cosine: float | None = Field(None, ge=-1, le=1)
+    max_abs_error: float | None = Field(None, ge=0)
+    min_sqnr_db: float | None = None
+    max_flash_kb: float | None = Field(None, gt=0)
+    max_arena_kb: float | None = Field(None, gt=0)
+
+    def merged(self, override: Budgets | None) -> Budgets:
+        """Return these budgets with every field set in ``override`` replacing ours."""
+        if override is None:
+            return self
+        return self.model_copy(update=override.model_dump(exclude_unset=True))
+
+
+class Device(StrictModel):
+    """What the device is; figures feed latency estimates and memory checks."""
+
+    kind: DeviceKind
+    arch: str
+    cores: int = Field(ge=1)
+    ram_mb: float = Field(gt=0)
+    gops: float | None = Field(None, gt=0, description="sustained int8/fp32 GOP/s for estimates")
+    mem_bandwidth_gbps: float | None = Field(None, gt=0)
+    flash_mb: float | None = Field(None, gt=0)
+    os: str | None = None
+    min_ios: str | None = Field(None, description="minimum iOS for Core ML deployment targets")
+
+
+class ArtifactRequest(StrictModel):
+    """One artifact a profile wants: a format at a precision.
+
+    ``io`` is the dtype of the model's inputs and outputs: "float" keeps the
+    interface float even for integer models; "int8" asks for full-integer I/O
+    (microcontrollers), with scale and zero point recorded in the manifest.
+    """
+
+    format: Format
+    precision: Precision
+    io: Literal["float", "int8"] = "float"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        suffix = "" if self.io == "float" else f"-io{self.io}"
+        return f"{self.format}-{self.precision}{suffix}"
+
+
+class TargetProfile(StrictModel):
+    """A device profile: what it is, the artifacts it wants, the budgets they must meet."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    description: str
+    device: Device
+    artifacts: list[ArtifactRequest] = Field(min_length=1)
+    budgets: Budgets = Budgets()
+    source: str | None = Field(None, description="file the profile was read from (set by the loader)")
+
+    @model_validator(mode="after")
+    def _no_duplicate_artifacts(self) -> TargetProfile:
+        labels = [a.label for a in self.artifacts]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(f"artifacts listed twice: {', '.join(dupes)}")
+        return self
+
+
+class ModelSection(StrictModel):
+    """Where the model comes from. Exactly one of ``path`` and ``factory``.
+
+    ``path``: a torch.export program (.pt2) or TorchScript file; a pickled
+    whole module only with ``trust_pickle = true``.
+    ``factory``: ``package.module:function`` or ``file.py:function`` returning
+    an ``nn.Module``; ``weights`` is then a state_dict (.pt, loaded with
+    ``weights_only=True``) or a .safetensors file.
+    """
+
+    name: str | None = None
+    version: str = "0.0.0"
+    path: str | None = None
+    factory: str | None = None
+    weights: str | None = None
+    trust_pickle: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSection:
+        if (self.path is None) == (self.factory is None):
+            raise ValueError("give exactly one of model.path and model.factory")
+        if self.weights is not None and self.factory is None:
+            raise ValueError("model.weights needs model.factory (a .pt2 or TorchScript file carries its own weights)")
+        return self
+
+
+class DataSection(StrictModel):
+    """The data used to calibrate and evaluate; split deterministically."""
+
+    path: str
+    train: str | None = Field(None, description="training data for fine-tuning and distillation")
+    calibration_size: int = Field(256, ge=1)
+    eval_size: int | None = Field(None, ge=1)
+    seed: int = 0
+    task: TaskKind = "auto"
+
+
+class TargetOverride(StrictModel):
+    """Per-target changes a build config may make to a shipped profile."""
+
+    budgets: Budgets | None = None
+    artifacts: list[ArtifactRequest] | None = None
+
+
+class BuildSection(StrictModel):
+    targets: list[str] = Field(default_factory=list)
+    output: str | None = None
+    latency_runs: int = Field(50, ge=1)
+    latency_on_host: bool = Field(
+        False, description="check latency and RAM budgets against host measurements (building on the device itself)"
+    )
+
+
+class BuildConfig(StrictModel):
+    """A reproducible build: ``edgekit build edgekit.toml``. Relative paths resolve against ``base_dir``."""
+
+    model: ModelSection
+    data: DataSection | None = None
+    build: BuildSection = BuildSection()
+    budgets: Budgets | None = Field(None, description="override applied to every target")
+    overrides: dict[str, TargetOverride] = Field(default_factory=dict)
+    base_dir: Path = Field(Path("."), exclude=True)
+
+    def resolve(self, relative: str | None) -> Path | None:
+        """Resolve a path from the config against the config file's folder."""
+        if relative is None:
+            return None
+        path = Path(relative).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path)
+
+    @field_validator("overrides")
+    @classmethod
+    def _override_names(cls, value: dict[str, TargetOverride]) -> dict[str, TargetOverride]:
+        for name in value:
+            if not name:
+                raise ValueError("empty target name in [overrides]")
+        return value
+
+
+# --------------------------------------------------------------------- loading
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    """One line per problem, naming the key path, e.g. ``budgets.max_sise_mb``."""
+    lines = []
+    for item in err.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{where}'")
+        else:
+            lines.append(f"'{where}': {item['msg']}")
+    return f"{source}: " + "; ".join(lines)
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """Read a TOML file or raise ConfigError saying which file and what is wrong."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{what} file not found: {path}", "Check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {what} file {path}: {exc}", "Check the file is readable UTF-8 text") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}", "Fix the syntax at the position shown") from None
+
+
+def parse_profile(data: dict[str, Any], source: str) -> TargetProfile:
+    """Validate a profile dictionary; errors name the offending keys and ``source``."""
+    try:
+        return TargetProfile.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        raise ConfigError(
+            f"invalid target profile {_format_validation_error(exc, source)}",
+            "Fix the profile; `edgekit targets show NAME` prints a valid one",
+        ) from None
+
+
+def available_profiles() -> list[str]:
+    """Names of the profiles shipped with edgekit, sorted."""
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.toml"))
+
+
+def load_profile(name_or_path: str | Path) -> TargetProfile:
+    """Load a shipped profile by name, or a profile file by path (``*.toml``)."""
+    text = str(name_or_path)
+    candidate = Path(text).expanduser()
+    if text.endswith(".toml") or candidate.exists() or "/" in text:
+        if not candidate.is_file():
+            raise TargetNotFoundError(f"target profile file not found: {text}", "Check the path to the .toml file")
+        return parse_profile(read_toml(candidate, "target profile"), str(candidate))
+    path = PROFILES_DIR / f"{text}.toml"
+    if not path.is_file():
+        names = available_profiles()
+        close = difflib.get_close_matches(text, names, n=3, cutoff=0.5)
+        hint = f"Did you mean {' or '.join(close)}?" if close else f"Known targets: {', '.join(names)}"
+        raise TargetNotFoundError(f"unknown target '{text}'", f"{hint} (`edgekit targets` lists them; a path to a .toml also works)")
+    return parse_profile(read_toml(path, "target profile"), str(path))
+
+
+def apply_overrides(profile: TargetProfile, config: BuildConfig | None) -> TargetProfile:
+    """The profile with the build config's global and per-target overrides applied."""
+    if config is None:
+        return profile
+    budgets = profile.budgets.merged(config.budgets)
+    artifacts = profile.artifacts
+    override = config.overrides.get(profile.name)
+    if override is not None:
+        budgets = budgets.merged(override.budgets)
+        artifacts = override.artifacts or artifacts
+    return profile.model_copy(update={"budgets": budgets, "artifacts": artifacts})
+
+
+def load_build_config(path: Path) -> BuildConfig:
+    """Load ``edgekit.toml``; relative paths inside it resolve against its folder."""
+    data = read_toml(path, "build config")
+    try:
+        config = BuildConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"invalid build config {_format_validation_error(exc, str(path))}",
+            "Fix the config; see README.md for the keys it accepts",
+        ) from None
+    unknown = [name for name in config.overrides if name not in available_profiles() and name not in config.build.targets]
+    if unknown:
+        raise ConfigError(
+            f"{path}: [overrides] names targets that are neither shipped nor listed in build.targets: {', '.join(unknown)}",
+            "Fix the target names",
+        )
+    return config.model_copy(update={"base_dir": path.parent.resolve()})
