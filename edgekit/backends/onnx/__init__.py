@@ -1,0 +1,1 @@
+"""ONNX backend: torch.onnx export, onnxruntime quantization, onnxruntime validation."""

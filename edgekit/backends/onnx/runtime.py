@@ -1,0 +1,74 @@
+"""Run .onnx artifacts in ONNX Runtime (CPU). Imports onnxruntime only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from edgekit.backends import TensorSpec
+from edgekit.errors import ArtifactError, DataError
+
+# ONNX Runtime's element-type strings → numpy dtype names.
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+}
+
+
+def runtime_version() -> str:
+    return ort.__version__
+
+
+def _spec(arg: ort.NodeArg) -> TensorSpec:
+    shape = tuple(d if isinstance(d, int) else None for d in (arg.shape or ()))
+    return TensorSpec(arg.name, shape, _ORT_TYPES.get(arg.type, arg.type))
+
+
+class OnnxSession:
+    """An onnxruntime InferenceSession behind edgekit's ``Session`` contract."""
+
+    def __init__(self, path: Path, threads: int = 1) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # quantized graphs log benign warnings
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ArtifactError(
+                f"onnxruntime cannot load {path.name}: {first_line}",
+                "Check the file is a complete .onnx model (rebuild it if it was truncated)",
+            ) from None
+        self.inputs = [_spec(a) for a in self._session.get_inputs()]
+        self.outputs = [_spec(a) for a in self._session.get_outputs()]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        prepared = {}
+        for spec in self.inputs:
+            if spec.name not in feeds:
+                raise DataError(
+                    f"no data for model input '{spec.name}'",
+                    f"Give arrays named {', '.join(s.name for s in self.inputs)}",
+                )
+            prepared[spec.name] = np.ascontiguousarray(feeds[spec.name], dtype=spec.dtype)
+        try:
+            outputs = self._session.run(None, prepared)
+        except Exception as exc:
+            raise DataError(
+                f"onnxruntime rejected the inputs: {str(exc).strip().splitlines()[0]}",
+                "Check the data's shapes and dtypes match `edgekit inspect` of the artifact",
+            ) from None
+        return [np.asarray(o) for o in outputs]
+
+
+def open_session(path: Path, threads: int = 1) -> OnnxSession:
+    return OnnxSession(path, threads=threads)

@@ -1,0 +1,1 @@
+"""Release: manifests, signatures and bundles (device-side code: no torch)."""
