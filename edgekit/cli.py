@@ -1,0 +1,100 @@
+"""The ``edgekit`` command line: the only place errors become exit codes.
+
+Commands live in ``edgekit/commands/<area>.py``, each module exposing
+``COMMANDS: list[click.Command]``. They raise ``EdgekitError`` subclasses and
+never call ``sys.exit`` themselves; ``main`` maps errors to messages and exit
+codes (see ``edgekit.errors``). Command modules import only click and light
+edgekit modules at top level, so ``edgekit --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+import click
+
+from edgekit import __version__
+from edgekit.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EdgekitError
+
+# Order here is the order in `edgekit --help`.
+COMMAND_MODULES = (
+    "edgekit.commands.build",
+    "edgekit.commands.inspect",
+    "edgekit.commands.targets",
+    "edgekit.commands.compress",
+    "edgekit.commands.release",
+    "edgekit.commands.bench",
+)
+
+
+class _Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)  # keep registration order, not alphabetical
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="edgekit")
+@click.option("--debug", is_flag=True, envvar="EDGEKIT_DEBUG", help="Show tracebacks for internal failures.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """edgekit: build, validate, sign and benchmark edge models.
+
+    \b
+    Exit codes: 0 all budgets met, 1 a budget failed,
+                2 usage or bad input, 3 internal failure.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def _register() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue  # an area not built yet
+            raise
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register()
+
+
+def _error(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point: run the CLI and map errors to exit codes."""
+    debug = os.environ.get("EDGEKIT_DEBUG") == "1" or "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        return cli.main(args=argv, prog_name="edgekit", standalone_mode=False)
+    except EdgekitError as exc:
+        _error(exc.message)
+        if debug:
+            raise
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        _error("interrupted; nothing half-written was kept (rerun to finish)")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_BAD_INPUT if exc.exit_code == 2 else exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _error("interrupted; nothing half-written was kept (rerun to finish)")
+        sys.exit(130)
+    except Exception as exc:  # a bug: say so plainly, traceback only with --debug
+        if debug:
+            raise
+        _error(
+            f"internal failure: {type(exc).__name__}: {exc}. This is a bug in edgekit or a converter; "
+            "rerun with --debug for the traceback and report it"
+        )
+        sys.exit(EXIT_INTERNAL)

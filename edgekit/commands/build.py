@@ -1,0 +1,199 @@
+"""`edgekit build`, `edgekit validate` and `edgekit demo`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgekit.errors import EXIT_OK, BudgetError, InputError
+from edgekit.commands.output import console, emit_json, progress_reporter, summary_table
+
+
+def _config_from_source(source: str, data: Path | None, trust_pickle: bool, factory_weights: Path | None) -> Any:
+    """A BuildConfig from CONFIG_OR_MODEL: an edgekit.toml, a model file, or module:factory."""
+    from edgekit.config import BuildConfig, DataSection, ModelSection, load_build_config
+
+    path = Path(source)
+    if path.suffix == ".toml":
+        config = load_build_config(path)
+        if trust_pickle:
+            config = config.model_copy(update={"model": config.model.model_copy(update={"trust_pickle": True})})
+        return config
+    if factory_weights is not None or (":" in source and not path.exists()):
+        model = ModelSection(factory=source, weights=str(factory_weights) if factory_weights else None)
+    else:
+        model = ModelSection(path=source, trust_pickle=trust_pickle)
+    return BuildConfig(model=model, data=DataSection(path=str(data)) if data else None, base_dir=Path.cwd())
+
+
+@click.command()
+@click.argument("config_or_model")
+@click.option("--data", type=click.Path(path_type=Path), help="Calibration/evaluation data (.npz).")
+@click.option("--target", "-t", "targets", multiple=True, help="Target profile name or .toml path (repeatable).")
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--weights", type=click.Path(path_type=Path), help="Weights for a module:factory model.")
+@click.option("--trust-pickle", is_flag=True, help="Allow loading a pickled model (runs code from the file).")
+@click.option("--latency-on-host", is_flag=True, help="Check latency/RAM budgets on this host (building on the device).")
+@click.option("--keep-work", is_flag=True, help="Keep intermediate candidates in OUT/.work.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def build(
+    config_or_model: str,
+    data: Path | None,
+    targets: tuple[str, ...],
+    output: Path | None,
+    weights: Path | None,
+    trust_pickle: bool,
+    latency_on_host: bool,
+    keep_work: bool,
+    as_json: bool,
+) -> None:
+    """Build, validate and describe artifacts for each target.
+
+    CONFIG_OR_MODEL is an edgekit.toml, a model file (.pt2, TorchScript), or
+    module:factory (with --weights). Flags override the config file.
+    """
+    result = run_build(config_or_model, data, list(targets), output, weights, trust_pickle, latency_on_host, keep_work, as_json)
+    _finish(result, as_json)
+
+
+def run_build(
+    source: str,
+    data: Path | None,
+    targets: list[str],
+    output: Path | None,
+    weights: Path | None = None,
+    trust_pickle: bool = False,
+    latency_on_host: bool = False,
+    keep_work: bool = False,
+    quiet: bool = False,
+) -> Any:
+    from edgekit.config import DataSection
+    from edgekit.pipeline import Build, resolve_inputs
+
+    config = _config_from_source(source, data, trust_pickle, weights)
+    if data is not None:
+        section = config.data.model_copy(update={"path": str(data.resolve())}) if config.data else DataSection(path=str(data))
+        config = config.model_copy(update={"data": section})
+    if latency_on_host:
+        config = config.model_copy(update={"build": config.build.model_copy(update={"latency_on_host": True})})
+    inputs = resolve_inputs(config, targets, data, output)
+    with progress_reporter(quiet) as reporter:
+        return Build(inputs, reporter, keep_work=keep_work).run()
+
+
+def _finish(result: Any, as_json: bool) -> None:
+    if as_json:
+        emit_json(result.manifest)
+    else:
+        console().print(summary_table(result.manifest))
+        for target in result.manifest["targets"]:
+            for message in target["messages"]:
+                console().print(f"[yellow]{target['name']}[/]: {message}")
+        console().print(f"manifest: {result.output / 'manifest.json'}")
+    code = result.exit_code
+    if code == 1:
+        raise BudgetError("at least one artifact misses its target's budgets", "See the checks in the summary or manifest")
+    if code != EXIT_OK:
+        sys.exit(code)
+
+
+@click.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="Evaluation data (.npz).")
+@click.option("--target", "-t", "target", help="Profile whose budgets to check (name or .toml).")
+@click.option("--reference", type=click.Path(path_type=Path), help="Baseline artifact (e.g. the FP32 one) to compare with.")
+@click.option("--runs", default=50, show_default=True, help="Timed runs for latency.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def validate(artifact: Path, data: Path, target: str | None, reference: Path | None, runs: int, as_json: bool) -> None:
+    """Validate one artifact in its own runtime (no torch needed).
+
+    Run on the device, this measures the device's own latency and checks the
+    target's latency budget for real.
+    """
+    from edgekit.backends import open_session
+    from edgekit.config import load_profile
+    from edgekit.data import bind_inputs, load_npz
+    from edgekit.validate import check_budgets, evaluate, measure_latency, run_batched, verdict
+    from edgekit.artifact import size_bytes
+
+    session = open_session(artifact)
+    dataset = bind_inputs(load_npz(data), [s.name for s in session.inputs], str(data))
+    baseline = None
+    baseline_accuracy = None
+    if reference is not None:
+        baseline = run_batched(open_session(reference), dataset)
+        if dataset.labelled:
+            from edgekit.validate import accuracy
+
+            baseline_accuracy = accuracy(baseline, dataset.y)  # type: ignore[arg-type]
+    metrics = evaluate(session, dataset, baseline, baseline_accuracy)
+    metrics.update(measure_latency(session, {k: v[:1] for k, v in dataset.inputs.items()}, runs))
+    report: dict[str, Any] = {"artifact": str(artifact), "size_bytes": size_bytes(artifact), "metrics": metrics}
+    passed = True
+    if target:
+        profile = load_profile(target)
+        checks = check_budgets(metrics, profile.budgets, report["size_bytes"], {}, device_measured=True,
+                               device_name=profile.name)
+        report["target"] = profile.name
+        report["checks"] = [c.as_dict() for c in checks]
+        passed = verdict(checks)
+        report["passed"] = passed
+    if as_json:
+        emit_json(report)
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"{artifact.name}")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key, value in metrics.items():
+            table.add_row(key, f"{value:.6g}")
+        console().print(table)
+        for check in report.get("checks", []):
+            console().print(f"{check['budget']}: {check['status']} (value {check['value']}, limit {check['limit']}) {check['note']}")
+    if not passed:
+        raise BudgetError(f"{artifact.name} misses the budgets of {target}", "See the failed checks above")
+
+
+@click.command()
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
+@click.option("--sample", "samples", multiple=True, help="Sample to build (default: all).")
+@click.option("--target", "-t", "targets", multiple=True, help="Override the samples' targets.")
+def demo(output: Path, samples: tuple[str, ...], targets: tuple[str, ...]) -> None:
+    """Build, validate and summarise every shipped sample model."""
+    root = _samples_root()
+    configs = sorted(root.glob("*/edgekit.toml"))
+    if samples:
+        configs = [c for c in configs if c.parent.name in samples]
+        unknown = set(samples) - {c.parent.name for c in configs}
+        if unknown:
+            raise InputError(f"unknown sample(s): {', '.join(sorted(unknown))}",
+                             f"Known samples: {', '.join(sorted(c.parent.name for c in root.glob('*/edgekit.toml')))}")
+    if not configs:
+        raise InputError(f"no sample models found under {root}", "Run the demo from an edgekit source checkout")
+    worst = 0
+    for config in configs:
+        console().rule(f"[bold]{config.parent.name}")
+        result = run_build(str(config), None, list(targets), output / config.parent.name)
+        console().print(summary_table(result.manifest))
+        for target in result.manifest["targets"]:
+            for message in target["messages"]:
+                console().print(f"[yellow]{target['name']}[/]: {message}")
+        worst = max(worst, result.exit_code)
+    console().print(f"artifacts and manifests: {output}/<sample>/")
+    if worst == 1:
+        raise BudgetError("at least one sample artifact misses its target's budgets", "See the summaries above")
+    if worst:
+        sys.exit(worst)
+
+
+def _samples_root() -> Path:
+    # Samples ship in the source tree beside the package, not in the wheel.
+    return Path(__file__).resolve().parents[2] / "sample_models"
+
+
+COMMANDS = [build, validate, demo]

@@ -1,0 +1,104 @@
+"""Shared terminal output for commands: JSON on stdout, tables and progress on stderr/stdout."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+_console: Console | None = None
+
+
+def console() -> Console:
+    """The console for human-readable output (stdout)."""
+    global _console
+    if _console is None:
+        # Piped output (CI logs) gets a wide table instead of rich's 80-column default.
+        _console = Console(highlight=False, width=shutil.get_terminal_size((150, 24)).columns)
+    return _console
+
+
+def emit_json(document: Any) -> None:
+    """Machine-readable output: one JSON document on stdout."""
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=True, default=str) + "\n")
+
+
+class RichReporter:
+    """Pipeline progress drawn on stderr, so --json output on stdout stays clean."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=Console(stderr=True), transient=True,
+        )
+        self._task = self._progress.add_task("preparing", total=None)
+
+    def __enter__(self) -> RichReporter:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def start(self, total: int) -> None:
+        self._progress.update(self._task, total=total, completed=0)
+
+    def step(self, description: str) -> None:
+        self._progress.update(self._task, description=description)
+
+    def advance(self) -> None:
+        self._progress.advance(self._task)
+
+    def note(self, message: str) -> None:
+        self._progress.console.print(f"[yellow]note[/]: {message}")
+
+
+@contextlib.contextmanager
+def progress_reporter(quiet: bool = False) -> Iterator[Any]:
+    from edgekit.pipeline import SilentReporter
+
+    if quiet or not sys.stderr.isatty():
+        yield SilentReporter()
+        return
+    with RichReporter() as reporter:
+        yield reporter
+
+
+def _fmt(value: float | None, pattern: str) -> str:
+    return "—" if value is None else pattern.format(value)
+
+
+def summary_table(manifest: dict[str, Any]) -> Table:
+    """target × artifact: size, accuracy, agreement, host latency, verdict."""
+    model = manifest["model"]
+    reference = manifest.get("reference", {})
+    title = f"{model['name']} {model['version']}"
+    if "accuracy" in reference:
+        title += f" — FP32 torch accuracy {reference['accuracy']:.4f}"
+    table = Table(title=title)
+    for column, justify in [("target", "left"), ("artifact", "left"), ("variant", "left"), ("size KB", "right"),
+                            ("accuracy", "right"), ("Δacc", "right"), ("cosine", "right"), ("host p50 ms", "right"),
+                            ("verdict", "left")]:
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for artifact in manifest["artifacts"]:
+        m = artifact["metrics"]
+        failed = [c["budget"] for c in artifact["checks"] if c["status"] == "fail"]
+        verdict = "[green]pass[/]" if artifact["passed"] else f"[red]FAIL[/] {', '.join(failed)}"
+        table.add_row(
+            artifact["target"], f"{artifact['format']} {artifact['precision']}" + ("" if artifact["io"] == "float" else f" io={artifact['io']}"),
+            artifact["variant"], f"{artifact['size_bytes'] / 1024:.1f}", _fmt(m.get("accuracy"), "{:.4f}"),
+            _fmt(m.get("accuracy_drop"), "{:+.4f}"), _fmt(m.get("cosine"), "{:.5f}"),
+            _fmt(m.get("latency_p50_ms"), "{:.3f}"), verdict,
+        )
+    for target in manifest["targets"]:
+        if target["status"] in ("error", "skipped"):
+            table.add_row(target["name"], "—", "—", "", "", "", "", "", f"[yellow]{target['status']}[/]")
+    return table

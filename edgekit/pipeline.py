@@ -1,0 +1,357 @@
+"""The build: model + data + target profiles → validated artifacts + manifest.
+
+Order of work:
+1. load the model and data, split the data, run the FP32 torch reference
+   (this is also where data that does not fit the model is refused);
+2. for every distinct artifact request across targets, build its candidates
+   once with the format's backend and measure each in its own runtime;
+3. per target, choose a candidate, copy it into ``OUT/<target>/`` atomically
+   with a JSON report beside it;
+4. write ``OUT/manifest.json`` last, so a manifest only ever lists complete
+   files. A failing target or artifact is recorded and the rest go on.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import importlib.metadata
+import json
+import platform
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgekit import __version__, backends
+from edgekit.artifact import Artifact, atomic_copy, atomic_write_bytes, ensure_writable_dir, sha256_file, size_bytes
+from edgekit.config import ArtifactRequest, BuildConfig, TargetProfile
+from edgekit.data import Dataset, Split, bind_inputs, load_npz, split
+from edgekit.errors import BackendUnavailableError, DataError, EdgekitError, InputError
+from edgekit.release.manifest import MANIFEST_NAME, SCHEMA_VERSION, write_manifest
+from edgekit.select import Measured, choose
+from edgekit.validate import check_budgets, evaluate, measure_latency
+
+WORK_DIR = ".work"
+# Packages whose versions a manifest records when installed.
+TOOL_PACKAGES = ("torch", "onnx", "onnxscript", "onnxruntime", "litert-torch", "ai-edge-quantizer", "ai-edge-litert",
+                 "coremltools", "numpy")
+# Oldest runtime that runs what each backend writes (opset 21 / int4 DequantizeLinear need onnxruntime 1.18).
+MIN_RUNTIME = {"onnx": "1.18.0", "tflite": "2.14.0", "coreml": "iOS 17"}
+
+
+class Reporter(Protocol):
+    """Where the pipeline reports progress (the CLI draws it with rich)."""
+
+    def start(self, total: int) -> None: ...
+    def step(self, description: str) -> None: ...
+    def advance(self) -> None: ...
+    def note(self, message: str) -> None: ...
+
+
+class SilentReporter:
+    def start(self, total: int) -> None: ...
+    def step(self, description: str) -> None: ...
+    def advance(self) -> None: ...
+    def note(self, message: str) -> None: ...
+
+
+@dataclass
+class BuildInputs:
+    """Everything resolved before any conversion: a build only starts when all of it is valid."""
+
+    config: BuildConfig
+    targets: list[TargetProfile]
+    data_path: Path
+    output: Path
+
+
+@dataclass
+class CandidateSet:
+    """Built and measured candidates for one distinct request (shared by targets)."""
+
+    artifacts: list[Artifact] = field(default_factory=list)
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    error: EdgekitError | None = None
+    skipped: str | None = None
+
+
+@dataclass
+class BuildResult:
+    output: Path
+    manifest: dict[str, Any]
+
+    @property
+    def exit_code(self) -> int:
+        """0 all met; 1 a budget failed; 2 bad input for some artifact; 3 an internal failure."""
+        codes = [0]
+        for target in self.manifest["targets"]:
+            for problem in target.get("errors", []):
+                codes.append(problem["exit_code"])
+        if any(not a["passed"] for a in self.manifest["artifacts"]):
+            codes.append(1)
+        return max(codes)
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {}
+    for name in TOOL_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _request_key(request: ArtifactRequest, profile: TargetProfile) -> str:
+    """Requests with equal keys build identical artifacts, so targets share them.
+
+    Device facts that change conversion (Core ML deployment target, the
+    microcontroller op set) are part of the key.
+    """
+    relevant = {"request": request.model_dump(mode="json"), "min_ios": profile.device.min_ios,
+                "micro": profile.device.kind == "microcontroller"}
+    return json.dumps(relevant, sort_keys=True)
+
+
+def _artifact_name(stem: str, request: ArtifactRequest) -> str:
+    suffix = backends.info(request.format).suffixes[0]
+    io = "" if request.io == "float" else f".io-{request.io}"
+    return f"{stem}.{request.precision}{io}{suffix}"
+
+
+def _first_sample(data: Dataset) -> dict[str, np.ndarray]:
+    return {k: v[:1] for k, v in data.inputs.items()}
+
+
+class Build:
+    """One build run. Construct, then ``run()``; holds the shared state between stages."""
+
+    def __init__(self, inputs: BuildInputs, reporter: Reporter | None = None, keep_work: bool = False) -> None:
+        self.inputs = inputs
+        self.config = inputs.config
+        self.reporter = reporter or SilentReporter()
+        self.keep_work = keep_work
+        self.cache: dict[str, CandidateSet] = {}
+
+    # ---------------------------------------------------------- stage 1
+    def _prepare(self) -> None:
+        from edgekit import model as model_loading
+
+        section = self.config.model
+        self.reporter.step("loading model")
+        if section.factory:
+            self.model = model_loading.load_factory(section.factory, self.config.resolve(section.weights), self.config.base_dir)
+        else:
+            self.model = model_loading.load_file(self.config.resolve(section.path), section.trust_pickle)  # type: ignore[arg-type]
+        self.stem = section.name or (Path(section.path).stem if section.path else section.factory.rsplit(":", 1)[-1])  # type: ignore[union-attr]
+        data_section = self.config.data
+        assert data_section is not None
+        self.reporter.step("loading data")
+        dataset = bind_inputs(load_npz(self.inputs.data_path), list(self.model.input_names), str(self.inputs.data_path))
+        if data_section.task == "classification" and not dataset.labelled:
+            raise DataError(f"{self.inputs.data_path} has no integer labels 'y'", "Add labels or set data.task = 'embedding'")
+        self.split: Split = split(dataset, data_section.calibration_size, data_section.eval_size, data_section.seed)
+        self.reporter.step("running the FP32 torch reference")
+        self.reference, default_names = model_loading.run_reference(self.model, self.split.evaluation)
+        self.output_names = self.model.output_names or default_names
+        self.reference_metrics: dict[str, float] = {}
+        if self.split.evaluation.labelled:
+            from edgekit.validate import accuracy
+
+            self.reference_metrics["accuracy"] = accuracy(self.reference, self.split.evaluation.y)  # type: ignore[arg-type]
+        first = self.split.calibration.take(np.arange(min(2, len(self.split.calibration))))
+        self.example_inputs = model_loading.to_torch(first.inputs, self.model.input_names)
+        self.input_specs = tuple(
+            backends.TensorSpec(name, (None, *arr.shape[1:]), str(arr.dtype if arr.dtype != np.float64 else np.float32))
+            for name, arr in self.split.calibration.inputs.items()
+        )
+
+    # ---------------------------------------------------------- stage 2
+    def _candidates(self, request: ArtifactRequest, profile: TargetProfile) -> CandidateSet:
+        key = _request_key(request, profile)
+        if key in self.cache:
+            return self.cache[key]
+        found = CandidateSet()
+        self.cache[key] = found
+        workdir = self.work / hashlib.sha256(key.encode()).hexdigest()[:12]
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        try:
+            module = backends.builder(request.format)
+            job = backends.ExportJob(
+                model=copy.deepcopy(self.model.module),
+                example_inputs=self.example_inputs,
+                inputs=self.input_specs,
+                output_names=tuple(self.output_names),
+                request=request,
+                profile=profile,
+                calibration={k: v.astype(np.float32) if v.dtype == np.float64 else v
+                             for k, v in self.split.calibration.inputs.items()},
+                workdir=workdir,
+                stem=self.stem,
+            )
+            found.artifacts = module.build(job)
+            for artifact in found.artifacts:
+                session = backends.open_session(artifact.path)
+                metrics = evaluate(session, self.split.evaluation, self.reference, self.reference_metrics.get("accuracy"))
+                metrics.update(measure_latency(session, _first_sample(self.split.evaluation), self.config.build.latency_runs))
+                found.metrics[artifact.variant] = metrics
+        except BackendUnavailableError as exc:
+            found.skipped = exc.message
+        except EdgekitError as exc:
+            found.error = exc
+        except Exception as exc:  # a converter crash must not take the other targets down
+            from edgekit.errors import InternalError
+
+            found.error = InternalError(f"{request.label} failed: {type(exc).__name__}: {str(exc)[:300]}")
+        return found
+
+    # ---------------------------------------------------------- stage 3
+    def _ship(self, request: ArtifactRequest, profile: TargetProfile, found: CandidateSet) -> dict[str, Any]:
+        measured = []
+        by_variant = {a.variant: a for a in found.artifacts}
+        for artifact in found.artifacts:
+            checks = check_budgets(found.metrics[artifact.variant], profile.budgets, artifact.size_bytes, artifact.details,
+                                   device_measured=self.config.build.latency_on_host, device_name=profile.name)
+            measured.append(Measured(artifact.variant, found.metrics[artifact.variant], checks))
+        fp32_latency = self._fp32_latency(request.format)
+        winner, selection = choose(measured, fp32_latency)
+        chosen = by_variant[winner.variant]
+        relative = Path(profile.name) / _artifact_name(self.stem, request)
+        destination = self.inputs.output / relative
+        atomic_copy(chosen.path, destination)
+        entry: dict[str, Any] = {
+            "target": profile.name,
+            "format": request.format,
+            "precision": request.precision,
+            "io": request.io,
+            "variant": chosen.variant,
+            "path": relative.as_posix(),
+            "report": f"{relative.as_posix()}.report.json",
+            "sha256": sha256_file(destination),
+            "size_bytes": size_bytes(destination),
+            "runtime": backends.info(request.format).runtime,
+            "min_runtime_version": chosen.details.get("min_runtime_version", MIN_RUNTIME.get(request.format, "")),
+            "metrics": winner.metrics,
+            "budgets": profile.budgets.model_dump(exclude_none=True),
+            "checks": [c.as_dict() for c in winner.checks],
+            "passed": winner.passed,
+        }
+        for key in ("io_quantization", "micro", "weights", "emulated"):
+            if key in chosen.details:
+                entry[key] = chosen.details[key]
+        report = {**entry, "selection": selection, "config": chosen.config, "details": chosen.details,
+                  "reference": self.reference_metrics, "data_split_sha256": self.split.sha256}
+        atomic_write_bytes(self.inputs.output / entry["report"], json.dumps(report, indent=2, sort_keys=True, default=str).encode())
+        return entry
+
+    def _fp32_latency(self, fmt: str) -> float | None:
+        for key, found in self.cache.items():
+            request = json.loads(key)["request"]
+            if request["format"] == fmt and request["precision"] == "fp32" and found.metrics:
+                return min(m["latency_p50_ms"] for m in found.metrics.values())
+        return None
+
+    # ---------------------------------------------------------- run
+    def run(self) -> BuildResult:
+        output = ensure_writable_dir(self.inputs.output)
+        # An old manifest would list files this run is about to replace.
+        (output / MANIFEST_NAME).unlink(missing_ok=True)
+        self.work = output / WORK_DIR
+        self._prepare()
+        jobs = [(profile, request) for profile in self.inputs.targets for request in profile.artifacts]
+        self.reporter.start(len(jobs))
+        # Build FP32 requests first so that other precisions can report their speed-up over FP32.
+        order = sorted(jobs, key=lambda job: job[1].precision != "fp32")
+        for profile, request in order:
+            self.reporter.step(f"{profile.name}: {request.label}")
+            self._candidates(request, profile)
+            self.reporter.advance()
+        artifacts: list[dict[str, Any]] = []
+        targets: list[dict[str, Any]] = []
+        for profile in self.inputs.targets:
+            target = {"name": profile.name, "profile_sha256": hashlib.sha256(
+                profile.model_dump_json(exclude={"source"}).encode()).hexdigest(), "messages": [], "errors": []}
+            shipped = 0
+            for request in profile.artifacts:
+                found = self._candidates(request, profile)
+                if found.skipped:
+                    target["messages"].append(f"{request.label}: skipped — {found.skipped}")
+                    self.reporter.note(f"{profile.name} {request.label}: skipped — {found.skipped}")
+                    continue
+                if found.error is not None:
+                    target["messages"].append(f"{request.label}: {found.error.message}")
+                    target["errors"].append({"artifact": request.label, "message": found.error.message,
+                                             "exit_code": found.error.exit_code})
+                    self.reporter.note(f"{profile.name} {request.label}: {found.error.message}")
+                    continue
+                artifacts.append(self._ship(request, profile, found))
+                shipped += 1
+            mine = [a for a in artifacts if a["target"] == profile.name]
+            if target["errors"]:
+                target["status"] = "error"
+            elif not shipped:
+                target["status"] = "skipped"
+            else:
+                target["status"] = "passed" if all(a["passed"] for a in mine) else "failed"
+            targets.append(target)
+        manifest = self._manifest(targets, artifacts)
+        write_manifest(output, manifest)
+        if not self.keep_work:
+            shutil.rmtree(self.work, ignore_errors=True)
+        return BuildResult(output, manifest)
+
+    def _manifest(self, targets: list[dict[str, Any]], artifacts: list[dict[str, Any]]) -> dict[str, Any]:
+        section = self.config.model
+        evaluation = self.split.evaluation
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "created_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "model": {
+                "name": self.stem,
+                "version": section.version,
+                "source": self.model.description,
+                "source_sha256": self.model.sha256,
+                "inputs": [s.as_dict() for s in self.input_specs],
+                "outputs": list(self.output_names),
+            },
+            "toolkit": {"edgekit": __version__, "python": platform.python_version(), "versions": tool_versions()},
+            "data": {
+                "file": self.inputs.data_path.name,
+                "sha256": self.split.evaluation.sha256,
+                "split_sha256": self.split.sha256,
+                "seed": self.split.seed,
+                "calibration_size": len(self.split.calibration),
+                "evaluation_size": len(evaluation),
+                "labelled": evaluation.labelled,
+            },
+            "reference": self.reference_metrics,
+            "targets": targets,
+            "artifacts": artifacts,
+        }
+
+
+def resolve_inputs(
+    config: BuildConfig,
+    target_names: list[str],
+    data: Path | None,
+    output: Path | None,
+) -> BuildInputs:
+    """Apply flags over the config and load every profile; all errors surface before any work."""
+    from edgekit.config import apply_overrides, load_profile
+
+    names = target_names or config.build.targets
+    if not names:
+        raise InputError("no targets given", "Pass --target NAME (repeatable) or list build.targets in the config")
+    profiles = [apply_overrides(load_profile(name), config) for name in dict.fromkeys(names)]
+    data_path = data or (config.resolve(config.data.path) if config.data else None)
+    if data_path is None:
+        raise InputError("no data given", "Pass --data DATA.npz or set [data] path in the config")
+    out = output or config.resolve(config.build.output)
+    if out is None:
+        raise InputError("no output folder given", "Pass -o/--output DIR or set build.output in the config")
+    return BuildInputs(config, profiles, data_path, out)

@@ -1,0 +1,205 @@
+"""Validation: run an artifact's own bytes in its runtime and judge it against budgets.
+
+Metrics are registered by name; budgets map to checks with a status of
+``pass``, ``fail`` or ``skipped`` (with a note saying why, e.g. a latency
+budget for a device that is not this host). No torch here: this module runs
+on devices too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from edgekit.backends import Session
+from edgekit.config import Budgets
+from edgekit.data import Dataset
+
+MB = 1_000_000  # sizes and budgets use decimal megabytes, like file managers and app stores
+
+
+@dataclass(frozen=True)
+class Check:
+    """One budget compared with one measured (or estimated) value."""
+
+    budget: str
+    limit: float
+    value: float | None
+    status: str  # "pass" | "fail" | "skipped"
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_batched(session: Session, data: Dataset, batch_size: int = 64) -> list[np.ndarray]:
+    """Run every sample through ``session``; outputs concatenated in ``session.outputs`` order."""
+    parts: list[list[np.ndarray]] = []
+    for batch in data.batches(batch_size):
+        outputs = session.run(batch)
+        if not parts:
+            parts = [[] for _ in outputs]
+        for slot, out in zip(parts, outputs, strict=True):
+            slot.append(np.asarray(out, dtype=np.float32))
+    return [np.concatenate(p) for p in parts]
+
+
+# ----------------------------------------------------------------- metrics
+
+
+def accuracy(outputs: list[np.ndarray], y: np.ndarray) -> float:
+    """Top-1 accuracy of the first output (class scores) against integer labels."""
+    return float(np.mean(outputs[0].reshape(len(y), -1).argmax(axis=1) == y))
+
+
+def top1_agreement(outputs: list[np.ndarray], reference: list[np.ndarray]) -> float:
+    """How often the artifact's top class equals the FP32 model's."""
+    a = outputs[0].reshape(len(outputs[0]), -1).argmax(axis=1)
+    b = reference[0].reshape(len(reference[0]), -1).argmax(axis=1)
+    return float(np.mean(a == b))
+
+
+def cosine(outputs: list[np.ndarray], reference: list[np.ndarray]) -> float:
+    """Mean per-sample cosine similarity to the reference, worst over outputs."""
+    worst = 1.0
+    for out, ref in zip(outputs, reference, strict=True):
+        a = out.reshape(len(out), -1).astype(np.float64)
+        b = ref.reshape(len(ref), -1).astype(np.float64)
+        denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+        sims = np.where(denom > 0, (a * b).sum(axis=1) / np.maximum(denom, 1e-30), 1.0)
+        worst = min(worst, float(sims.mean()))
+    return worst
+
+
+def max_abs_error(outputs: list[np.ndarray], reference: list[np.ndarray]) -> float:
+    return float(max(np.abs(o.astype(np.float64) - r).max() for o, r in zip(outputs, reference, strict=True)))
+
+
+def sqnr_db(outputs: list[np.ndarray], reference: list[np.ndarray]) -> float:
+    """Signal-to-quantization-noise ratio over all outputs, in dB (higher is better)."""
+    signal = sum(float(np.sum(np.square(r.astype(np.float64)))) for r in reference)
+    noise = sum(float(np.sum(np.square(o.astype(np.float64) - r))) for o, r in zip(outputs, reference, strict=True))
+    if noise == 0:
+        return float("inf")
+    return float(10 * np.log10(max(signal, 1e-30) / noise))
+
+
+FIDELITY_METRICS: dict[str, Callable[[list[np.ndarray], list[np.ndarray]], float]] = {
+    "top1_agreement": top1_agreement,
+    "cosine": cosine,
+    "max_abs_error": max_abs_error,
+    "sqnr_db": sqnr_db,
+}
+
+
+def evaluate(
+    session: Session,
+    data: Dataset,
+    reference: list[np.ndarray] | None,
+    reference_accuracy: float | None,
+) -> dict[str, float]:
+    """Accuracy (when labelled) and fidelity to the FP32 reference (when given)."""
+    outputs = run_batched(session, data)
+    metrics: dict[str, float] = {"samples": float(len(data))}
+    if data.labelled:
+        metrics["accuracy"] = accuracy(outputs, data.y)  # type: ignore[arg-type]
+        if reference_accuracy is not None:
+            metrics["accuracy_drop"] = reference_accuracy - metrics["accuracy"]
+    if reference is not None:
+        if len(reference) != len(outputs) or any(r.shape != o.shape for r, o in zip(reference, outputs, strict=False)):
+            shapes = [o.shape for o in outputs], [r.shape for r in reference]
+            raise ValueError(f"artifact outputs {shapes[0]} do not match the reference outputs {shapes[1]}")
+        for name, fn in FIDELITY_METRICS.items():
+            if name == "top1_agreement" and outputs[0].reshape(len(outputs[0]), -1).shape[1] < 2:
+                continue  # a single score has no "top class"
+            metrics[name] = fn(outputs, reference)
+    return metrics
+
+
+def measure_latency(session: Session, sample: dict[str, np.ndarray], runs: int, warmup: int = 10) -> dict[str, float]:
+    """Host latency at batch 1 after warm-up: p50, p95 and mean in milliseconds.
+
+    Sessions that run in a child process expose ``time_runs`` (timed inside
+    the child) so that pipe overhead is not counted.
+    """
+    timer = getattr(session, "time_runs", None)
+    if timer is not None:
+        seconds = list(timer(sample, runs, warmup))
+    else:
+        for _ in range(warmup):
+            session.run(sample)
+        seconds = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            session.run(sample)
+            seconds.append(time.perf_counter() - start)
+    ms = np.asarray(seconds) * 1e3
+    return {
+        "latency_p50_ms": float(np.percentile(ms, 50)),
+        "latency_p95_ms": float(np.percentile(ms, 95)),
+        "latency_mean_ms": float(ms.mean()),
+        "latency_runs": float(len(ms)),
+    }
+
+
+# ------------------------------------------------------------------ budgets
+
+
+def _check(budget: str, limit: float | None, value: float | None, ok: Callable[[float, float], bool], note: str = "") -> Check | None:
+    if limit is None:
+        return None
+    if value is None:
+        return Check(budget, limit, None, "skipped", note)
+    return Check(budget, limit, value, "pass" if ok(value, limit) else "fail", note)
+
+
+def check_budgets(
+    metrics: dict[str, float],
+    budgets: Budgets,
+    size: int,
+    details: dict[str, Any],
+    device_measured: bool,
+    device_name: str,
+) -> list[Check]:
+    """Compare metrics with every set budget.
+
+    ``device_measured`` says whether latency and memory were measured on the
+    target device itself (``edgekit validate`` on the device, or a build with
+    ``latency_on_host``). When they were not, those checks are ``skipped``
+    with a note: a host number says nothing certain about a Pi.
+    """
+    le = lambda v, lim: v <= lim  # noqa: E731
+    ge = lambda v, lim: v >= lim  # noqa: E731
+    micro = details.get("micro", {})
+    not_here = f"not measured on {device_name}; run `edgekit validate --target {device_name}` or `edgekit bench` on the device"
+    no_labels = "no labels in the data"
+    no_reference = "no FP32 reference"
+    checks = [
+        _check("max_size_mb", budgets.max_size_mb, size / MB, le),
+        _check("max_accuracy_drop", budgets.max_accuracy_drop, metrics.get("accuracy_drop"), le,
+               "" if "accuracy_drop" in metrics else no_labels),
+        _check("min_cosine", budgets.min_cosine, metrics.get("cosine"), ge, "" if "cosine" in metrics else no_reference),
+        _check("max_abs_error", budgets.max_abs_error, metrics.get("max_abs_error"), le,
+               "" if "max_abs_error" in metrics else no_reference),
+        _check("min_sqnr_db", budgets.min_sqnr_db, metrics.get("sqnr_db"), ge, "" if "sqnr_db" in metrics else no_reference),
+        _check("max_latency_ms", budgets.max_latency_ms, metrics.get("latency_p50_ms") if device_measured else None, le,
+               "p50 at batch 1" if device_measured else not_here),
+        _check("max_ram_mb", budgets.max_ram_mb, metrics.get("peak_rss_mb") if device_measured else None, le,
+               "peak resident memory of a process running the artifact" if device_measured else not_here),
+        _check("max_flash_kb", budgets.max_flash_kb,
+               micro["flash_bytes"] / 1024 if "flash_bytes" in micro else None, le,
+               "" if "flash_bytes" in micro else "no microcontroller flash figure for this artifact"),
+        _check("max_arena_kb", budgets.max_arena_kb,
+               micro["arena_bytes"] / 1024 if "arena_bytes" in micro else None, le,
+               micro.get("method", "no tensor-arena figure for this artifact")),
+    ]
+    return [c for c in checks if c is not None]
+
+
+def verdict(checks: list[Check]) -> bool:
+    """True when no check failed (skipped checks do not fail an artifact)."""
+    return all(c.status != "fail" for c in checks)
