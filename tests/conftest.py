@@ -1,0 +1,166 @@
+"""Shared fixtures: tiny real models, real data files and a CLI runner.
+
+Models here are small enough to export and quantize in about a second, so
+tests exercise the real converters and runtimes rather than mocks.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TINY_CNN = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+
+    class TinyCNN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2, stride=2),
+                nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+            )
+            self.head = nn.Linear(16 * 4 * 4, 10)
+
+        def forward(self, x):
+            return self.head(self.features(x).flatten(1))
+
+
+    def create():
+        return TinyCNN()
+    """
+)
+
+TOKEN_ENCODER = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+
+    class TokenEncoder(nn.Module):
+        '''Two int64 inputs (ids, mask), two outputs (logits, embedding), a -1e9 mask bias.'''
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(20, 16)
+            self.q = nn.Linear(16, 16)
+            self.k = nn.Linear(16, 16)
+            self.v = nn.Linear(16, 16)
+            self.norm = nn.LayerNorm(16)
+            self.head = nn.Linear(16, 4)
+
+        def forward(self, input_ids, attention_mask):
+            h = self.embed(input_ids)
+            scores = self.q(h) @ self.k(h).transpose(1, 2) / 4.0
+            bias = (1.0 - attention_mask[:, None, :].float()) * -1e9
+            h = self.norm(h + torch.softmax(scores + bias, dim=-1) @ self.v(h))
+            mask = attention_mask[:, :, None].float()
+            pooled = (h * mask).sum(1) / mask.sum(1)
+            return self.head(pooled), pooled
+
+
+    def create():
+        return TokenEncoder()
+    """
+)
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """A factory module, its weights and a data file, on disk."""
+
+    folder: Path
+    factory: str
+    weights: Path
+    data: Path
+
+
+def _write_model(folder: Path, source: str, seed: int) -> tuple[Path, Path]:
+    import importlib.util
+
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model_py = folder / "model.py"
+    model_py.write_text(source)
+    spec = importlib.util.spec_from_file_location(f"fixture_{folder.name}", model_py)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(seed)
+    model = module.create().eval()
+    weights = folder / "weights.pt"
+    torch.save(model.state_dict(), weights)
+    return model_py, weights
+
+
+@pytest.fixture(scope="session")
+def tiny_cnn(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
+    """A random-weight CNN on (1, 8, 8) inputs with labelled data (labels from its own argmax).
+
+    Labels equal the FP32 model's predictions, so FP32 accuracy is 1.0 and any
+    accuracy drop measured on an artifact is the conversion's doing.
+    """
+    import torch
+
+    folder = tmp_path_factory.mktemp("tiny_cnn")
+    model_py, weights = _write_model(folder, TINY_CNN, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.random((96, 1, 8, 8), dtype=np.float32)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fixture_tiny_cnn_labels", model_py)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.create().eval()
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    with torch.no_grad():
+        y = model(torch.from_numpy(x)).argmax(1).numpy().astype(np.int64)
+    data = folder / "data.npz"
+    np.savez(data, x=x, y=y)
+    return ModelFiles(folder, f"{model_py}:create", weights, data)
+
+
+@pytest.fixture(scope="session")
+def token_encoder(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
+    """A two-input (int64 ids + mask), two-output encoder with unlabelled data."""
+    folder = tmp_path_factory.mktemp("token_encoder")
+    model_py, weights = _write_model(folder, TOKEN_ENCODER, seed=1)
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, 20, size=(64, 12), dtype=np.int64)
+    lengths = rng.integers(4, 13, size=64)
+    mask = (np.arange(12)[None, :] < lengths[:, None]).astype(np.int64)
+    data = folder / "data.npz"
+    np.savez(data, input_ids=ids, attention_mask=mask)
+    return ModelFiles(folder, f"{model_py}:create", weights, data)
+
+
+@dataclass(frozen=True)
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture()
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    """Run ``edgekit ARGS`` in-process through the real entry point (exit-code mapping included)."""
+    from edgekit.cli import main
+
+    def run(*args: str | Path) -> CliResult:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run

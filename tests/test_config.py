@@ -1,0 +1,106 @@
+from pathlib import Path
+
+import pytest
+
+from edgekit.config import (
+    Budgets,
+    apply_overrides,
+    available_profiles,
+    load_build_config,
+    load_profile,
+)
+from edgekit.errors import ConfigError, TargetNotFoundError
+
+REQUIRED_PROFILES = {
+    "raspberry-pi-4", "raspberry-pi-5", "raspberry-pi-zero-2w", "android-phone",
+    "iphone-ios17", "iphone-ios18", "esp32-s3", "jetson-orin-nano",
+}
+
+
+def test_every_required_profile_ships_and_validates() -> None:
+    assert REQUIRED_PROFILES <= set(available_profiles())
+    for name in available_profiles():
+        profile = load_profile(name)
+        assert profile.name == name
+        assert profile.artifacts
+
+
+def test_jetson_profile_exercises_every_onnx_precision() -> None:
+    profile = load_profile("jetson-orin-nano")
+    assert {(a.format, a.precision) for a in profile.artifacts} == {
+        ("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"), ("onnx", "int4")
+    }
+
+
+def test_microcontroller_profile_wants_integer_io_and_memory_budgets() -> None:
+    profile = load_profile("esp32-s3")
+    assert profile.device.kind == "microcontroller"
+    assert all(a.io == "int8" and a.precision == "int8" for a in profile.artifacts)
+    assert profile.budgets.max_flash_kb and profile.budgets.max_arena_kb
+
+
+def test_unknown_target_suggests_close_names() -> None:
+    with pytest.raises(TargetNotFoundError) as err:
+        load_profile("raspbery-pi-4")
+    assert "raspberry-pi-4" in err.value.message
+    assert err.value.exit_code == 2
+
+
+def test_profile_typo_names_key_and_file(tmp_path: Path) -> None:
+    text = (Path(load_profile("raspberry-pi-4").source)).read_text()
+    bad = tmp_path / "pi.toml"
+    bad.write_text(text.replace("max_size_mb", "max_sise_mb"))
+    with pytest.raises(ConfigError) as err:
+        load_profile(str(bad))
+    assert "budgets.max_sise_mb" in err.value.message
+    assert str(bad) in err.value.message
+
+
+def test_profile_with_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.toml"
+    bad.write_text("name = [unclosed")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_profile(str(bad))
+
+
+def test_budgets_merge_only_set_fields() -> None:
+    base = Budgets(max_size_mb=8.0, max_accuracy_drop=0.01)
+    merged = base.merged(Budgets(max_accuracy_drop=0.02))
+    assert merged.max_size_mb == 8.0
+    assert merged.max_accuracy_drop == 0.02
+
+
+def test_build_config_overrides_apply_per_target(tmp_path: Path) -> None:
+    config_file = tmp_path / "edgekit.toml"
+    config_file.write_text(
+        """
+[model]
+path = "model.pt2"
+[data]
+path = "data.npz"
+[build]
+targets = ["raspberry-pi-4"]
+[budgets]
+max_size_mb = 1.0
+[overrides.raspberry-pi-4.budgets]
+max_accuracy_drop = 0.05
+[[overrides.raspberry-pi-4.artifacts]]
+format = "onnx"
+precision = "fp16"
+"""
+    )
+    config = load_build_config(config_file)
+    assert config.resolve("data.npz") == tmp_path / "data.npz"
+    profile = apply_overrides(load_profile("raspberry-pi-4"), config)
+    assert profile.budgets.max_size_mb == 1.0
+    assert profile.budgets.max_accuracy_drop == 0.05
+    assert [a.label for a in profile.artifacts] == ["onnx-fp16"]
+
+
+def test_build_config_refuses_unknown_keys_and_two_model_sources(tmp_path: Path) -> None:
+    config_file = tmp_path / "edgekit.toml"
+    config_file.write_text('[model]\npath = "a.pt2"\nfactory = "m:f"\n[data]\npath = "d.npz"\ncolour = 1\n')
+    with pytest.raises(ConfigError) as err:
+        load_build_config(config_file)
+    assert "data.colour" in err.value.message
+    assert "exactly one of model.path and model.factory" in err.value.message

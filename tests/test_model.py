@@ -1,0 +1,104 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgekit.data import load_npz
+from edgekit.errors import DataError, ModelLoadError, SecurityError
+from edgekit.model import load_factory, load_file, run_reference, sniff
+
+
+class Affine(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 3)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(features)
+
+
+@pytest.fixture()
+def affine() -> Affine:
+    torch.manual_seed(0)
+    return Affine().eval()
+
+
+def test_torch_export_program_loads_with_input_names(tmp_path: Path, affine: Affine) -> None:
+    program = torch.export.export(affine, (torch.randn(2, 4),), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    path = tmp_path / "m.pt2"
+    torch.export.save(program, path)
+    loaded = load_file(path)
+    assert loaded.kind == "exported" and loaded.input_names == ("features",)
+    x = torch.randn(5, 4)
+    assert torch.allclose(loaded.module(x), affine(x))
+
+
+def test_torchscript_loads(tmp_path: Path, affine: Affine) -> None:
+    path = tmp_path / "m.ts"
+    torch.jit.save(torch.jit.trace(affine, torch.randn(2, 4)), path)
+    loaded = load_file(path)
+    assert loaded.kind == "torchscript" and loaded.input_names == ("features",)
+
+
+def test_pickled_module_is_refused_unless_trusted(tmp_path: Path, affine: Affine) -> None:
+    path = tmp_path / "m.pt"
+    torch.save(affine, path)
+    assert sniff(path) == "pickle"
+    with pytest.raises(SecurityError) as err:
+        load_file(path)
+    assert "--trust-pickle" in err.value.message and err.value.exit_code == 2
+    assert load_file(path, trust_pickle=True).kind == "pickle"
+
+
+def test_corrupt_and_missing_model_files(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="not found"):
+        load_file(tmp_path / "missing.pt2")
+    garbage = tmp_path / "garbage.pt2"
+    garbage.write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelLoadError, match="not a model file"):
+        load_file(garbage)
+
+
+def test_truncated_export_is_a_clean_error(tmp_path: Path, affine: Affine) -> None:
+    path = tmp_path / "m.pt2"
+    torch.export.save(torch.export.export(affine, (torch.randn(2, 4),)), path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ModelLoadError):
+        load_file(path)
+
+
+def test_factory_with_state_dict_and_safetensors(tmp_path: Path, tiny_cnn) -> None:
+    from safetensors.torch import save_file
+
+    loaded = load_factory(tiny_cnn.factory, tiny_cnn.weights, tmp_path)
+    assert loaded.kind == "factory" and loaded.input_names == ("x",)
+    st = tmp_path / "w.safetensors"
+    save_file(loaded.module.state_dict(), st)
+    again = load_factory(tiny_cnn.factory, st, tmp_path)
+    x = torch.rand(2, 1, 8, 8)
+    assert torch.equal(again.module(x), loaded.module(x))
+
+
+def test_weights_that_do_not_match_the_factory(tmp_path: Path, tiny_cnn, affine: Affine) -> None:
+    wrong = tmp_path / "wrong.pt"
+    torch.save(affine.state_dict(), wrong)
+    with pytest.raises(ModelLoadError) as err:
+        load_factory(tiny_cnn.factory, wrong, tmp_path)
+    assert "do not match" in err.value.message and "linear.weight" in err.value.message
+
+
+def test_factory_spec_errors(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="module:function"):
+        load_factory("no_colon", None, tmp_path)
+    with pytest.raises(ModelLoadError, match="cannot import"):
+        load_factory("no_such_module_xyz:create", None, tmp_path)
+
+
+def test_data_that_does_not_fit_the_model(tmp_path: Path, tiny_cnn) -> None:
+    loaded = load_factory(tiny_cnn.factory, tiny_cnn.weights, tmp_path)
+    np.savez(tmp_path / "bad.npz", x=np.zeros((4, 3, 8, 8), np.float32))
+    data = load_npz(tmp_path / "bad.npz")
+    with pytest.raises(DataError) as err:
+        run_reference(loaded, data)
+    assert "(4, 3, 8, 8)" in err.value.message
