@@ -255,7 +255,7 @@ def run_reference(model: LoadedModel, data: Dataset, batch_size: int = 64) -> tu
             try:
                 result = model.module(*feeds)
             except Exception as exc:
-                shapes = ", ".join(f"{n}: {tuple(batch[n].shape)} {batch[n].dtype}" for n in model.input_names)
+                shapes = ", ".join(f"{n}: {batch[n].dtype} samples of shape {tuple(batch[n].shape[1:])}" for n in model.input_names)
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise DataError(
                     f"the data does not fit the model ({shapes}): {first[:300]}",

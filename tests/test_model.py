@@ -101,4 +101,4 @@ def test_data_that_does_not_fit_the_model(tmp_path: Path, tiny_cnn) -> None:
     data = load_npz(tmp_path / "bad.npz")
     with pytest.raises(DataError) as err:
         run_reference(loaded, data)
-    assert "(4, 3, 8, 8)" in err.value.message
+    assert "shape (3, 8, 8)" in err.value.message

@@ -1,0 +1,51 @@
+import numpy as np
+
+from edgekit.config import Budgets
+from edgekit.select import Measured, choose
+from edgekit.validate import Check, check_budgets, cosine, max_abs_error, sqnr_db, top1_agreement, verdict
+
+
+def test_fidelity_metrics_on_known_values() -> None:
+    ref = [np.array([[1.0, 0.0], [0.0, 2.0]])]
+    same = [ref[0].copy()]
+    assert cosine(same, ref) == 1.0 and max_abs_error(same, ref) == 0.0 and sqnr_db(same, ref) == float("inf")
+    noisy = [ref[0] + np.array([[0.0, 0.1], [0.0, 0.0]])]
+    assert np.isclose(max_abs_error(noisy, ref), 0.1)
+    assert np.isclose(sqnr_db(noisy, ref), 10 * np.log10(5.0 / 0.01))
+    flipped = [np.array([[0.0, 1.0], [0.0, 2.0]])]
+    assert top1_agreement(flipped, ref) == 0.5
+
+
+def test_budget_checks_pass_fail_and_skip_with_reasons() -> None:
+    budgets = Budgets(max_size_mb=1.0, max_accuracy_drop=0.01, max_latency_ms=5.0, min_cosine=0.99)
+    metrics = {"accuracy_drop": 0.02, "cosine": 0.995, "latency_p50_ms": 1.0}
+    checks = {c.budget: c for c in check_budgets(metrics, budgets, 500_000, {}, device_measured=False, device_name="pi")}
+    assert checks["max_size_mb"].status == "pass" and checks["max_size_mb"].value == 0.5
+    assert checks["max_accuracy_drop"].status == "fail"
+    assert checks["min_cosine"].status == "pass"
+    assert checks["max_latency_ms"].status == "skipped" and "pi" in checks["max_latency_ms"].note
+    on_device = {c.budget: c for c in check_budgets(metrics, budgets, 500_000, {}, device_measured=True, device_name="pi")}
+    assert on_device["max_latency_ms"].status == "pass"
+    assert not verdict(list(checks.values()))
+
+
+def test_microcontroller_budgets_use_flash_and_arena_figures() -> None:
+    budgets = Budgets(max_flash_kb=100, max_arena_kb=10)
+    details = {"micro": {"flash_bytes": 50 * 1024, "arena_bytes": 20 * 1024, "method": "measured"}}
+    checks = {c.budget: c for c in check_budgets({}, budgets, 1, details, device_measured=False, device_name="mcu")}
+    assert checks["max_flash_kb"].status == "pass" and checks["max_arena_kb"].status == "fail"
+
+
+def test_choose_ships_the_fastest_passing_candidate_and_explains() -> None:
+    ok, bad = Check("max_accuracy_drop", 0.01, 0.0, "pass"), Check("max_accuracy_drop", 0.01, 0.05, "fail")
+    candidates = [
+        Measured("fast-but-wrong", {"latency_p50_ms": 0.1, "cosine": 0.9}, [bad]),
+        Measured("slow", {"latency_p50_ms": 0.5, "cosine": 0.999}, [ok]),
+        Measured("quick", {"latency_p50_ms": 0.2, "cosine": 0.998}, [ok]),
+    ]
+    winner, record = choose(candidates, fp32_latency_ms=0.4)
+    assert winner.variant == "quick"
+    assert record["chosen"] == "quick" and len(record["candidates"]) == 3
+    assert np.isclose(record["latency_vs_fp32"], 0.5)
+    loser, record = choose([candidates[0]])
+    assert loser.variant == "fast-but-wrong" and not loser.passed
