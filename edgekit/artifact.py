@@ -26,7 +26,8 @@ def sha256_file(path: Path) -> str:
     """Hex sha256 of a file, or of a directory's files in sorted order (for .mlpackage)."""
     digest = hashlib.sha256()
     if path.is_dir():
-        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+        # Sort by POSIX path string so the hash is the same on every OS.
+        for child in sorted((p for p in path.rglob("*") if p.is_file()), key=lambda p: p.relative_to(path).as_posix()):
             digest.update(child.relative_to(path).as_posix().encode())
             digest.update(b"\0")
             digest.update(bytes.fromhex(sha256_file(child)))

@@ -23,6 +23,7 @@ DeviceKind = Literal["sbc", "phone", "microcontroller", "gpu-sbc", "desktop"]
 TaskKind = Literal["auto", "classification", "regression", "embedding"]
 
 PROFILES_DIR = Path(__file__).parent / "targets"
+SEMVER = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$"
 
 
 class StrictModel(BaseModel):
@@ -117,8 +118,8 @@ class ModelSection(StrictModel):
     ``weights_only=True``) or a .safetensors file.
     """
 
-    name: str | None = None
-    version: str = "0.0.0"
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    version: str = Field("0.0.0", pattern=SEMVER, description="semantic version, compared by devices")
     path: str | None = None
     factory: str | None = None
     weights: str | None = None

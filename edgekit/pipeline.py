@@ -235,7 +235,7 @@ class Build:
             "sha256": sha256_file(destination),
             "size_bytes": size_bytes(destination),
             "runtime": backends.info(request.format).runtime,
-            "min_runtime_version": chosen.details.get("min_runtime_version", MIN_RUNTIME.get(request.format, "")),
+            "min_runtime_version": chosen.details.get("min_runtime_version", MIN_RUNTIME.get(request.format)),
             "metrics": winner.metrics,
             "budgets": profile.budgets.model_dump(exclude_none=True),
             "checks": [c.as_dict() for c in winner.checks],

@@ -117,7 +117,7 @@ def validate(artifact: Path, data: Path, target: str | None, reference: Path | N
     from edgekit.backends import open_session
     from edgekit.config import load_profile
     from edgekit.data import bind_inputs, load_npz
-    from edgekit.validate import check_budgets, evaluate, measure_latency, run_batched, verdict
+    from edgekit.validate import check_budgets, evaluate, measure_latency, peak_rss_mb, run_batched, verdict
     from edgekit.artifact import size_bytes
 
     session = open_session(artifact)
@@ -132,6 +132,7 @@ def validate(artifact: Path, data: Path, target: str | None, reference: Path | N
             baseline_accuracy = accuracy(baseline, dataset.y)  # type: ignore[arg-type]
     metrics = evaluate(session, dataset, baseline, baseline_accuracy)
     metrics.update(measure_latency(session, {k: v[:1] for k, v in dataset.inputs.items()}, runs))
+    metrics["peak_rss_mb"] = peak_rss_mb()
     report: dict[str, Any] = {"artifact": str(artifact), "size_bytes": size_bytes(artifact), "metrics": metrics}
     passed = True
     if target:
