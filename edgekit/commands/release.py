@@ -1,0 +1,302 @@
+"""Release commands: keygen, bundle, verify, install, rollback.
+
+verify, install and rollback are device-side: they import only the stdlib,
+click and cryptography (through edgekit.release), never torch or a converter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgekit.errors import InputError
+
+_PASSPHRASE_HELP = "Name of an environment variable holding the key's passphrase."
+
+
+def _emit(as_json: bool, document: dict[str, Any], lines: list[str]) -> None:
+    if as_json:
+        click.echo(json.dumps(document, indent=2, sort_keys=True))
+    else:
+        for line in lines:
+            click.echo(line)
+
+
+def _passphrase_from_env(variable: str | None) -> bytes | None:
+    if variable is None:
+        return None
+    value = os.environ.get(variable)
+    if not value:
+        raise InputError(
+            f"environment variable {variable} is not set or empty", f"Export {variable} with the key's passphrase"
+        )
+    return value.encode("utf-8")
+
+
+@click.command()
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for NAME.key and NAME.pub.",
+)
+@click.option("--name", default="edgekit", show_default=True, help="Base name of the key files.")
+@click.option("--encrypt", is_flag=True, help="Encrypt the private key with a passphrase typed at a prompt.")
+@click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP + " Encrypts the private key.")
+@click.option("--force", is_flag=True, help="Replace existing key files.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def keygen(output: Path, name: str, encrypt: bool, passphrase_env: str | None, force: bool, as_json: bool) -> None:
+    """Create an Ed25519 signing key pair: NAME.key (mode 0600) and NAME.pub.
+
+    Keep NAME.key on the signing host (edgekit bundle --key); give devices
+    NAME.pub (edgekit verify/install --key).
+    """
+    from edgekit.release.signing import generate_keypair
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name, re.ASCII):
+        raise InputError(
+            f"--name {name!r} is not a plain file name",
+            "Use letters, digits, '.', '_' and '-'; choose the folder with -o",
+        )
+    passphrase = _passphrase_from_env(passphrase_env)
+    if encrypt and passphrase is None:
+        passphrase = click.prompt("Passphrase", hide_input=True, confirmation_prompt=True).encode("utf-8")
+    pair = generate_keypair(output, name, passphrase, overwrite=force)
+    _emit(
+        as_json,
+        {
+            "private_key": str(pair.private),
+            "public_key": str(pair.public),
+            "key_id": pair.key_id,
+            "encrypted": passphrase is not None,
+        },
+        [
+            f"private key: {pair.private} (mode 0600{', encrypted' if passphrase else ''}; keep it secret)",
+            f"public key:  {pair.public} (give this to devices)",
+            f"key id:      {pair.key_id}",
+        ],
+    )
+
+
+@click.command()
+@click.argument("build_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--key",
+    "key_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Private key (from edgekit keygen).",
+)
+@click.option("--version", "version", required=True, metavar="X.Y.Z", help="Release version (semantic version).")
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the bundles.",
+)
+@click.option("--channel", default="stable", show_default=True, help="Release channel, e.g. stable, beta.")
+@click.option(
+    "--rollout", type=click.IntRange(0, 100), default=100, show_default=True, help="Percentage of devices that take it."
+)
+@click.option("--rollback-to", metavar="X.Y.Z", help="Version devices should return to if this release misbehaves.")
+@click.option("--min-app-version", metavar="VERSION", help="Oldest app version that can run this release.")
+@click.option(
+    "--expires-in",
+    type=click.IntRange(1, 3650),
+    default=90,
+    show_default=True,
+    metavar="DAYS",
+    help="Days until devices refuse the bundle.",
+)
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    metavar="NAME",
+    help="Bundle only this target (repeatable). Default: every target.",
+)
+@click.option("--all-in-one", is_flag=True, help="Also write one bundle holding every selected target.")
+@click.option("--allow-failed", is_flag=True, help="Bundle artifacts that failed their budgets (the manifest says so).")
+@click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def bundle(
+    build_dir: Path,
+    key_path: Path,
+    version: str,
+    output: Path,
+    channel: str,
+    rollout: int,
+    rollback_to: str | None,
+    min_app_version: str | None,
+    expires_in: int,
+    targets: tuple[str, ...],
+    all_in_one: bool,
+    allow_failed: bool,
+    passphrase_env: str | None,
+    as_json: bool,
+) -> None:
+    """Sign a build folder into release bundles (one tar.gz per target).
+
+    Reproducible: with SOURCE_DATE_EPOCH set, the same build and key give the
+    same bytes (it also sets issued-at; otherwise issued-at is now).
+    """
+    from edgekit.release.bundle import ReleaseOptions, bundle_build
+    from edgekit.release.signing import load_private_key, private_key_is_encrypted
+    from edgekit.release.timestamps import release_epoch
+
+    options = ReleaseOptions(
+        version=version,
+        issued_at=release_epoch(),
+        channel=channel,
+        rollout_percentage=rollout,
+        rollback_to=rollback_to,
+        min_app_version=min_app_version,
+        expires_in_days=expires_in,
+    )
+    options.check()
+    passphrase = _passphrase_from_env(passphrase_env)
+    if passphrase is None and private_key_is_encrypted(key_path) and sys.stdin.isatty():
+        passphrase = click.prompt("Passphrase", hide_input=True).encode("utf-8")
+    private_key = load_private_key(key_path, passphrase)
+    results = bundle_build(build_dir, private_key, options, output, list(targets), all_in_one, allow_failed)
+    _emit(
+        as_json,
+        {"bundles": [r.as_dict() for r in results]},
+        [
+            f"{r.path}  ({r.target or 'all targets'}, {r.artifacts} artifact(s), sha256 {r.sha256[:16]})"
+            for r in results
+        ],
+    )
+
+
+@click.command()
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(path_type=Path))
+@click.option(
+    "--key",
+    "key_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Trusted public key (.pub).",
+)
+@click.option(
+    "--store",
+    "store",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Model store whose installed version the bundle must not be below.",
+)
+@click.option("--app-version", metavar="VERSION", help="This app's version, checked against the release's minimum.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def verify(bundle_path: Path, key_path: Path, store: Path | None, app_version: str | None, as_json: bool) -> None:
+    """Check a bundle: signature, schema, every file's hash and size, expiry, version.
+
+    Writes nothing: files are checked in a temporary folder that is removed.
+    """
+    from edgekit.release.signing import load_public_key
+    from edgekit.release.store import Store
+    from edgekit.release.verify import verify_bundle
+
+    public_key = load_public_key(key_path)
+    installed = Store(store).installed_version() if store is not None else None
+    with tempfile.TemporaryDirectory(prefix="edgekit-verify-") as scratch:
+        verified = verify_bundle(bundle_path, public_key, Path(scratch), installed=installed, app_version=app_version)
+    summary = {"ok": True, "bundle": str(bundle_path), **verified.summary()}
+    _emit(
+        as_json,
+        summary,
+        [
+            f"OK {bundle_path}: {summary['model']} {summary['version']} ({summary['channel']}, "
+            f"{summary['target'] or 'all targets'}), {len(summary['artifacts'])} artifact(s)",
+            f"signed by key {verified.key_id[:16]}, expires {summary['expires_at']}",
+        ],
+    )
+
+
+@click.command()
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(path_type=Path))
+@click.option(
+    "--into", "into", required=True, type=click.Path(file_okay=False, path_type=Path), help="The device's model store."
+)
+@click.option(
+    "--key",
+    "key_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Trusted public key (.pub).",
+)
+@click.option(
+    "--allow-downgrade", is_flag=True, help="Install even if the bundle's version is lower than the installed one."
+)
+@click.option("--device-id", help="This device's id for rollout (default: $EDGEKIT_DEVICE_ID, then /etc/machine-id).")
+@click.option("--force", is_flag=True, help="Install even if the rollout percentage leaves this device out.")
+@click.option("--app-version", metavar="VERSION", help="This app's version, checked against the release's minimum.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def install(
+    bundle_path: Path,
+    into: Path,
+    key_path: Path,
+    allow_downgrade: bool,
+    device_id: str | None,
+    force: bool,
+    app_version: str | None,
+    as_json: bool,
+) -> None:
+    """Verify a bundle, then make it the store's current version atomically.
+
+    The replaced version is kept for edgekit rollback. Every install appends
+    a line to the store's install.log.
+    """
+    from edgekit.release import rollout
+    from edgekit.release.signing import load_public_key
+    from edgekit.release.store import install_bundle
+
+    public_key = load_public_key(key_path)
+    result = install_bundle(
+        bundle_path,
+        into,
+        public_key,
+        allow_downgrade=allow_downgrade,
+        force=force,
+        device_id=rollout.device_id(device_id),
+        app_version=app_version,
+    )
+    messages = {
+        "installed": f"installed {result.model} {result.version} into {into}"
+        + (f" (previous: {result.previous})" if result.previous else ""),
+        "unchanged": f"{result.model} {result.version} is already installed in {into}; nothing changed",
+        "deferred": f"not installed: the rollout of {result.version} is at {result.rollout_percentage}% "
+        f"and this device is in bucket {result.bucket} (pass --force to install anyway)",
+    }
+    _emit(as_json, result.as_dict(), [messages[result.status]])
+
+
+@click.command()
+@click.option(
+    "--into", "into", required=True, type=click.Path(file_okay=False, path_type=Path), help="The device's model store."
+)
+@click.option(
+    "--device-id", help="This device's id, for the audit log (default: $EDGEKIT_DEVICE_ID, then /etc/machine-id)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def rollback(into: Path, device_id: str | None, as_json: bool) -> None:
+    """Switch the store back to its previous version atomically."""
+    from edgekit.release import rollout
+    from edgekit.release.store import rollback as rollback_store
+
+    result = rollback_store(into, rollout.device_id(device_id))
+    _emit(
+        as_json, result.as_dict(), [f"rolled back {result.model} from {result.previous} to {result.version} in {into}"]
+    )
+
+
+COMMANDS = [keygen, bundle, verify, install, rollback]

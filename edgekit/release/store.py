@@ -1,0 +1,488 @@
+"""The device's model store: verified versions side by side, switched atomically.
+
+Layout::
+
+    STORE/
+      state.json              the pointer: current and previous version (one atomic file)
+      versions/<version>/     a bundle's verified content: manifest.json, manifest.sig, files
+      install.log             audit trail, one JSON object per line
+      .staging-*/ .trash-*/   work in progress; swept by the next install or rollback
+
+``state.json`` is the only thing that says which version is live. It changes
+by writing a new file beside it, fsyncing it and ``os.replace``-ing it over
+the old one, so at every instant it names either the old or the new state —
+never half of each. A version folder is complete (extracted, verified and
+fsynced under a ``.staging-*`` name) before it is renamed into ``versions/``,
+and a folder is deleted only once no state names it. So a power cut at any
+moment leaves the old or the new version fully in place, and the leftovers it
+leaves are hidden work folders the next run removes.
+
+Apps load the model from ``current_dir(store)`` (or read ``state.json``
+themselves: ``versions/<current.version>``). One store holds one model; an
+exclusive lock (flock on the store folder) serialises installs and rollbacks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgekit.artifact import sha256_file
+from edgekit.errors import InputError, SecurityError
+from edgekit.release import rollout
+from edgekit.release.archive import open_bundle
+from edgekit.release.manifest import MANIFEST_NAME, canonical_bytes
+from edgekit.release.schema import validate_manifest
+from edgekit.release.signing import SIGNATURE_NAME
+from edgekit.release.timestamps import format_utc
+from edgekit.release.verify import check_artifacts, check_manifest, file_entries, parse_signed_manifest
+from edgekit.release.version import Version, parse_semver
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+STATE_NAME = "state.json"
+LOG_NAME = "install.log"
+VERSIONS = "versions"
+_WORK_PREFIXES = (".staging-", ".trash-", ".state-")
+STATE_VERSION = 1
+
+
+def _fsync_dir(path: Path) -> None:
+    # A rename is durable only once the folder holding it is synced.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    """What ``install_bundle`` did: ``status`` is installed, unchanged or deferred."""
+
+    status: str
+    model: str
+    version: str
+    previous: str | None
+    device_id: str | None
+    bucket: int | None
+    rollout_percentage: int
+    sha256: str | None
+    path: Path | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "model": self.model,
+            "version": self.version,
+            "previous": self.previous,
+            "device_id": self.device_id,
+            "bucket": self.bucket,
+            "rollout_percentage": self.rollout_percentage,
+            "sha256": self.sha256,
+            "path": str(self.path) if self.path else None,
+        }
+
+
+class Store:
+    """A model store folder; use ``Store.locked`` for anything that writes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def versions(self) -> Path:
+        return self.root / VERSIONS
+
+    def version_dir(self, version: str) -> Path:
+        return self.versions / version
+
+    def state(self) -> dict[str, Any] | None:
+        """The store's state, or None for an empty store; InputError if state.json is damaged."""
+        path = self.root / STATE_NAME
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise InputError(
+                f"store state {path} is unreadable ({exc})", "Restore it or reinstall into a new store"
+            ) from None
+        if not isinstance(state, dict) or not isinstance(state.get("current"), dict) or "model" not in state:
+            raise InputError(
+                f"store state {path} is not an edgekit store state", "Restore it or reinstall into a new store"
+            )
+        return state
+
+    def installed_version(self) -> Version | None:
+        """The current version, or None for an empty store."""
+        state = self.state()
+        return parse_semver(state["current"]["version"]) if state else None
+
+    @classmethod
+    @contextlib.contextmanager
+    def locked(cls, root: Path) -> Iterator[Store]:
+        """Hold the store's exclusive lock; a store created here is removed again if left empty."""
+        import fcntl  # POSIX only, like the devices a store lives on
+
+        created = not root.exists()
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(root, os.O_RDONLY)
+        except OSError as exc:
+            raise InputError(
+                f"cannot open model store {root}: {exc.strerror or exc}", "Pass a folder you can write to with --into"
+            ) from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EACCES):
+                    raise InputError(
+                        f"model store {root} is busy (another install or rollback holds it)",
+                        "Retry when it has finished",
+                    ) from None
+                raise
+            store = cls(root)
+            store.sweep()
+            yield store
+        finally:
+            os.close(fd)
+            if created:
+                with contextlib.suppress(OSError):
+                    root.rmdir()  # only succeeds if nothing was installed
+
+    def sweep(self) -> None:
+        """Remove work folders and files an interrupted run left behind."""
+        for child in self.root.iterdir():
+            if child.name.startswith(_WORK_PREFIXES):
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        """Replace state.json atomically and durably."""
+        data = canonical_bytes(state) + b"\n"
+        fd, tmp = tempfile.mkstemp(prefix=".state-", dir=self.root)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.root / STATE_NAME)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        _fsync_dir(self.root)
+
+    def log(self, entry: dict[str, Any]) -> None:
+        """Append one JSON line to install.log, durably."""
+        path = self.root / LOG_NAME
+        line = canonical_bytes(entry) + b"\n"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            # A power cut can tear the last line; start on a fresh line so one
+            # torn entry never corrupts the next.
+            size = os.fstat(fd).st_size
+            if size:
+                with open(path, "rb") as reader:
+                    reader.seek(size - 1)
+                    if reader.read(1) != b"\n":
+                        line = b"\n" + line
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def remove_version(self, version: str) -> None:
+        """Delete a version folder: rename it out of ``versions/`` first, so it never looks half there."""
+        folder = self.version_dir(version)
+        if not folder.exists():
+            return
+        trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=self.root))
+        os.replace(folder, trash / version)
+        _fsync_dir(self.versions)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def prune(self, keep: set[str]) -> None:
+        """Remove every version folder not in ``keep``."""
+        if self.versions.is_dir():
+            for folder in self.versions.iterdir():
+                if folder.name not in keep:
+                    self.remove_version(folder.name)
+
+    def check_version_intact(self, version: str) -> dict[str, Any]:
+        """Recheck a kept version's files against its stored manifest; return the manifest."""
+        folder = self.version_dir(version)
+        try:
+            manifest_bytes = (folder / MANIFEST_NAME).read_bytes()
+        except OSError:
+            raise SecurityError(
+                f"version {version} in {self.root} has no manifest", "Reinstall it from its bundle"
+            ) from None
+        manifest = validate_manifest(
+            parse_signed_manifest(manifest_bytes), what=f"stored manifest of {version}", release=True
+        )
+        for name, entry in manifest["files"].items():
+            path = folder.joinpath(*name.split("/"))
+            if not path.is_file() or path.is_symlink() or sha256_file(path) != entry["sha256"]:
+                raise SecurityError(
+                    f"version {version} in {self.root} is damaged ({name} changed or missing)",
+                    "Reinstall it from its bundle",
+                )
+        return manifest
+
+
+def current_dir(root: Path) -> Path:
+    """The folder of the live version, for apps that load the model; InputError if none is installed."""
+    state = Store(root).state()
+    if state is None:
+        raise InputError(f"no model is installed in {root}", "Install one with edgekit install")
+    return Store(root).version_dir(state["current"]["version"])
+
+
+def _now() -> str:
+    return format_utc(int(time.time()))
+
+
+def _record(version: str, manifest_bytes: bytes, bundle_sha256: str) -> dict[str, Any]:
+    return {
+        "version": version,
+        "manifest_sha256": sha256_bytes(manifest_bytes),
+        "sha256": bundle_sha256,
+        "installed_at": _now(),
+    }
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def install_bundle(
+    bundle: Path,
+    root: Path,
+    public_key: Ed25519PublicKey,
+    *,
+    allow_downgrade: bool = False,
+    force: bool = False,
+    device_id: str | None = None,
+    app_version: str | None = None,
+) -> InstallResult:
+    """Verify ``bundle`` and make it the store's current version; keep the one it replaces.
+
+    Steps: lock; verify signature, schema, expiry and version; decide the
+    rollout; extract into ``.staging-*`` while checking every file; rename
+    that into ``versions/``; switch ``state.json``; log; remove versions that
+    are neither current nor previous. Any refusal leaves the store as it was.
+    """
+    with Store.locked(root) as store:
+        state = store.state()
+        current = state["current"] if state else None
+        with open_bundle(bundle) as reader:
+            manifest_bytes, signature = reader.read_head()
+            manifest, _key = check_manifest(manifest_bytes, signature, public_key, app_version=app_version)
+            model, release = manifest["model"]["name"], manifest["release"]
+            version_text = release["version"]
+            version = parse_semver(version_text)
+            if state is not None and state["model"] != model:
+                raise InputError(
+                    f"store {root} holds model {state['model']}, the bundle is {model}",
+                    "Install each model into its own store (--into)",
+                )
+            manifest_sha = sha256_bytes(manifest_bytes)
+            base = {
+                "model": model,
+                "version": version_text,
+                "device_id": device_id,
+                "rollout_percentage": release["rollout_percentage"],
+            }
+            if current is not None:
+                installed = parse_semver(current["version"])
+                if version == installed:
+                    if current["manifest_sha256"] == manifest_sha:
+                        kept = state.get("previous") if state else None
+                        return InstallResult(
+                            "unchanged",
+                            previous=kept["version"] if kept else None,
+                            bucket=None,
+                            sha256=current["sha256"],
+                            path=store.version_dir(version_text),
+                            **base,
+                        )
+                    raise SecurityError(
+                        f"version {version_text} is already installed with different contents",
+                        "Refuse this bundle; a new release needs a new version number",
+                    )
+                if version < installed and not allow_downgrade:
+                    raise SecurityError(
+                        f"bundle version {version_text} is lower than the installed version {installed} (a downgrade)",
+                        "Refuse it; to go back on purpose use edgekit rollback, or pass --allow-downgrade",
+                    )
+            bucket = rollout.bucket(model, version_text, device_id) if device_id is not None else None
+            if not force and release["rollout_percentage"] < 100:
+                if device_id is None:
+                    raise InputError(
+                        f"release {version_text} rolls out to {release['rollout_percentage']}% of devices "
+                        "and this device has no id",
+                        f"Pass --device-id, set ${rollout.DEVICE_ID_ENV}, or pass --force to install anyway",
+                    )
+                if not rollout.selected(model, version_text, device_id, release["rollout_percentage"]):
+                    return InstallResult(
+                        "deferred",
+                        previous=current["version"] if current else None,
+                        bucket=bucket,
+                        sha256=None,
+                        path=None,
+                        **base,
+                    )
+            previous = state.get("previous") if state else None
+            existing = store.version_dir(version_text)
+            if (
+                previous is not None
+                and previous["version"] == version_text
+                and previous["manifest_sha256"] != manifest_sha
+            ):
+                raise SecurityError(
+                    f"a different build of version {version_text} is kept as the previous version",
+                    "Refuse this bundle; a new release needs a new version number",
+                )
+            staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=store.root))
+            try:
+                reader.extract(file_entries(manifest), staging)
+                check_artifacts(manifest, staging)
+                _write_durable(staging / MANIFEST_NAME, manifest_bytes)
+                _write_durable(staging / SIGNATURE_NAME, signature or b"")
+                _fsync_tree(staging)
+                bundle_sha = reader.sha256
+                # Everything is verified; only now may the store change.
+                if not (previous is not None and previous["version"] == version_text and _intact(store, version_text)):
+                    # Not the kept previous version (or a damaged copy of it): an orphan from an
+                    # interrupted run, or nothing. Replace it with the verified staging folder.
+                    store.remove_version(version_text)
+                    store.versions.mkdir(exist_ok=True)
+                    os.replace(staging, existing)
+                    _fsync_dir(store.versions)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        record = _record(version_text, manifest_bytes, bundle_sha)
+        store.write_state({"schema": STATE_VERSION, "model": model, "current": record, "previous": current})
+        store.log(
+            {
+                "event": "install",
+                "time": record["installed_at"],
+                "model": model,
+                "version": version_text,
+                "sha256": bundle_sha,
+                "manifest_sha256": record["manifest_sha256"],
+                "previous": current["version"] if current else None,
+                "device_id": device_id,
+                "channel": release["channel"],
+                "target": release["target"],
+                "forced": force,
+                "downgrade": bool(current) and version < parse_semver(current["version"]),
+            }
+        )
+        store.prune({version_text} | ({current["version"]} if current else set()))
+        return InstallResult(
+            "installed",
+            previous=current["version"] if current else None,
+            bucket=bucket,
+            sha256=bundle_sha,
+            path=existing,
+            **base,
+        )
+
+
+def _intact(store: Store, version: str) -> bool:
+    try:
+        store.check_version_intact(version)
+    except InputError:  # SecurityError is an InputError
+        return False
+    return True
+
+
+def _write_durable(path: Path, data: bytes) -> None:
+    with path.open("xb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_tree(folder: Path) -> None:
+    for dirpath, _dirs, _files in os.walk(folder):
+        _fsync_dir(Path(dirpath))
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    """The version rollback made current, and the one it left."""
+
+    model: str
+    version: str
+    previous: str
+    rollback_to: str | None
+    path: Path
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "previous": self.previous,
+            "rollback_to": self.rollback_to,
+            "path": str(self.path),
+        }
+
+
+def rollback(root: Path, device_id: str | None = None) -> RollbackResult:
+    """Make the kept previous version current (atomically); the current one becomes previous.
+
+    The previous version's files are rechecked against its stored manifest
+    first, so rollback never switches to a damaged folder.
+    """
+    if not (root / STATE_NAME).exists():
+        raise InputError(f"no model is installed in {root}", "Pass the store you install into with --into")
+    with Store.locked(root) as store:
+        state = store.state()
+        if state is None:
+            raise InputError(f"no model is installed in {root}", "Pass the store you install into with --into")
+        current, previous = state["current"], state.get("previous")
+        if previous is None:
+            raise InputError(
+                f"store {root} keeps no previous version to roll back to",
+                "Install the version you want with --allow-downgrade",
+            )
+        store.check_version_intact(previous["version"])
+        # The version being left may be the broken one: read its rollback-to hint, never require it intact.
+        try:
+            leaving = json.loads((store.version_dir(current["version"]) / MANIFEST_NAME).read_text(encoding="utf-8"))
+            rollback_to = leaving["release"]["rollback_to"]
+        except (OSError, ValueError, KeyError, TypeError):
+            rollback_to = None
+        store.write_state({**state, "current": previous, "previous": current})
+        store.log(
+            {
+                "event": "rollback",
+                "time": _now(),
+                "model": state["model"],
+                "version": previous["version"],
+                "sha256": previous["sha256"],
+                "manifest_sha256": previous["manifest_sha256"],
+                "previous": current["version"],
+                "device_id": device_id,
+            }
+        )
+        return RollbackResult(
+            state["model"], previous["version"], current["version"], rollback_to, store.version_dir(previous["version"])
+        )
