@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from edgekit.errors import EXIT_OK, BudgetError, InputError
+from edgekit.errors import EXIT_OK, BudgetError
 from edgekit.commands.output import console, emit_json, progress_reporter, summary_table
 
 
@@ -160,41 +160,4 @@ def validate(artifact: Path, data: Path, target: str | None, reference: Path | N
         raise BudgetError(f"{artifact.name} misses the budgets of {target}", "See the failed checks above")
 
 
-@click.command()
-@click.option("--output", "-o", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
-@click.option("--sample", "samples", multiple=True, help="Sample to build (default: all).")
-@click.option("--target", "-t", "targets", multiple=True, help="Override the samples' targets.")
-def demo(output: Path, samples: tuple[str, ...], targets: tuple[str, ...]) -> None:
-    """Build, validate and summarise every shipped sample model."""
-    root = _samples_root()
-    configs = sorted(root.glob("*/edgekit.toml"))
-    if samples:
-        configs = [c for c in configs if c.parent.name in samples]
-        unknown = set(samples) - {c.parent.name for c in configs}
-        if unknown:
-            raise InputError(f"unknown sample(s): {', '.join(sorted(unknown))}",
-                             f"Known samples: {', '.join(sorted(c.parent.name for c in root.glob('*/edgekit.toml')))}")
-    if not configs:
-        raise InputError(f"no sample models found under {root}", "Run the demo from an edgekit source checkout")
-    worst = 0
-    for config in configs:
-        console().rule(f"[bold]{config.parent.name}")
-        result = run_build(str(config), None, list(targets), output / config.parent.name)
-        console().print(summary_table(result.manifest))
-        for target in result.manifest["targets"]:
-            for message in target["messages"]:
-                console().print(f"[yellow]{target['name']}[/]: {message}")
-        worst = max(worst, result.exit_code)
-    console().print(f"artifacts and manifests: {output}/<sample>/")
-    if worst == 1:
-        raise BudgetError("at least one sample artifact misses its target's budgets", "See the summaries above")
-    if worst:
-        sys.exit(worst)
-
-
-def _samples_root() -> Path:
-    # Samples ship in the source tree beside the package, not in the wheel.
-    return Path(__file__).resolve().parents[2] / "sample_models"
-
-
-COMMANDS = [build, validate, demo]
+COMMANDS = [build, validate]
