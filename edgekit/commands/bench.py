@@ -1,0 +1,291 @@
+"""``edgekit bench ARTIFACT...`` and ``edgekit bench compare A.json B.json``.
+
+Runs with the ``runtime`` extra alone: nothing here imports torch or a
+converter; runtimes load inside the measuring child processes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import click
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from edgekit.errors import BudgetError, OutputError
+
+
+class _DefaultGroup(click.Group):
+    """A group whose first argument, unless it names a subcommand, goes to ``run``.
+
+    So ``edgekit bench model.onnx`` means ``edgekit bench run model.onnx``,
+    while ``edgekit bench compare A.json B.json`` reaches ``compare``.
+    """
+
+    default_command = "run"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+class _IntList(click.ParamType):
+    """``"1,2,4"`` → ``[1, 2, 4]``: one value, or a sweep."""
+
+    name = "N[,N...]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> list[int]:
+        if isinstance(value, list):
+            return value
+        try:
+            numbers = [int(part) for part in str(value).split(",") if part.strip()]
+        except ValueError:
+            self.fail(f"'{value}' is not a comma-separated list of whole numbers, e.g. 1,2,4", param, ctx)
+        if not numbers or min(numbers) < 1:
+            self.fail(f"'{value}' must list numbers >= 1, e.g. 1,2,4", param, ctx)
+        return list(dict.fromkeys(numbers))
+
+
+@click.group(cls=_DefaultGroup)
+def bench() -> None:
+    """Benchmark artifacts with their runtimes only (no torch needed).
+
+    Artifacts without a command mean `run` (see `edgekit bench run -h`).
+
+    \b
+      edgekit bench model.tflite model.onnx --threads 1,4 --json pi4.json
+      edgekit bench compare pi4.json pi5.json
+    """
+
+
+@bench.command("run")
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--threads", type=_IntList(), default="1", show_default=True, help="Thread count, or a sweep: 1,2,4.")
+@click.option("--batch", type=_IntList(), default="1", show_default=True, help="Batch size, or a sweep: 1,8,32.")
+@click.option("--runs", type=click.IntRange(min=1), default=100, show_default=True, help="Timed inferences.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Time budget in seconds per measurement (replaces --runs).")
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Inferences before timing.")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="Real inputs: .npz with arrays named after the inputs, or 'x'.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for random inputs.")
+@click.option("--target", "targets", multiple=True, metavar="NAME_OR_TOML",
+              help="Check the latency and RAM budgets of this profile (exit 1 when missed). Repeatable.")
+@click.option("--latency-stat", type=click.Choice(["p50", "p90", "p99", "mean"]), default="p50", show_default=True,
+              help="Latency statistic compared with max_latency_ms.")
+@click.option("--label", default=None, help="A name for this machine in the results, e.g. pi4-lab-2.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path, allow_dash=True), default=None,
+              help="Write results as JSON to this file ('-' for stdout).")
+@click.option("--csv", "csv_out", type=click.Path(path_type=Path, allow_dash=True), default=None,
+              help="Write results as CSV to this file ('-' for stdout).")
+def run(
+    artifacts: tuple[Path, ...],
+    threads: list[int],
+    batch: list[int],
+    runs: int,
+    duration: float | None,
+    warmup: int,
+    data: Path | None,
+    seed: int,
+    targets: tuple[str, ...],
+    latency_stat: str,
+    label: str | None,
+    json_out: Path | None,
+    csv_out: Path | None,
+) -> None:
+    """Measure cold start, latency, throughput and peak memory of ARTIFACTS (.onnx, .tflite, .mlpackage)."""
+    from edgekit import bench as core
+    from edgekit.config import load_profile
+    from edgekit.errors import DataError
+    from edgekit.machine import describe
+
+    _refuse_overwriting(artifacts, json_out, csv_out)
+    if data is not None and not data.is_file():
+        raise DataError(f"data file not found: {data}", "Check the path given to --data")
+    profiles = [load_profile(name) for name in targets]  # a typo fails before minutes of measuring
+    stdout_taken = "-" in (str(json_out), str(csv_out))
+    table_console = Console(stderr=stdout_taken)
+    status_console = Console(stderr=True)
+
+    machine = describe(label)
+    with status_console.status("benchmarking") as status:
+        results = core.bench(
+            list(artifacts), threads, batch, warmup=warmup, runs=runs, duration_s=duration, data=data, seed=seed,
+            machine=machine, progress=lambda text: status.update(f"benchmarking {text}"),
+        )
+
+    failures = []
+    for profile in profiles:
+        if profile.device.arch != platform.machine():
+            status_console.print(
+                f"[yellow]note:[/] measured on {platform.machine()}; target {profile.name} is {profile.device.arch}. "
+                "The verdicts describe this machine, not the target device."
+            )
+        for result in results:
+            if "skipped" in result:
+                continue
+            checks = core.check_budgets(result, profile.budgets, profile.name, latency_stat)
+            result.setdefault("budgets", []).extend(checks)
+            failures += [(result, c) for c in checks if c["status"] == "fail"]
+
+    document = core.make_document(results, machine)
+    _print_results(table_console, document)
+    if json_out is not None:
+        _write(json_out, json.dumps(document, indent=2) + "\n")
+    if csv_out is not None:
+        _write(csv_out, _to_csv(core.csv_rows(document), core.CSV_COLUMNS))
+    if failures:
+        missed = "; ".join(
+            f"{r['artifact']} (threads {r['threads']}, batch {r['batch']}) on {c['target']}: "
+            f"{c['budget']} {c['value']} > {c['limit']}"
+            for r, c in failures
+        )
+        raise BudgetError(
+            f"{len(failures)} budget check(s) failed: {missed}",
+            "Use a smaller or lower-precision artifact, fewer threads' contention, or relax the profile's budgets",
+        )
+
+
+@bench.command("compare")
+@click.argument("a", type=click.Path(path_type=Path))
+@click.argument("b", type=click.Path(path_type=Path))
+@click.option("--json", "json_out", type=click.Path(path_type=Path, allow_dash=True), default=None,
+              help="Write the comparison as JSON to this file ('-' for stdout).")
+def compare(a: Path, b: Path, json_out: Path | None) -> None:
+    """Compare two bench JSON files side by side, with B/A ratios (before/after, Pi 4 vs Pi 5)."""
+    from edgekit import bench as core
+    from edgekit.errors import DataError
+    from edgekit.machine import short_name
+
+    comparison = core.compare(core.load_document(a), core.load_document(b))
+    comparison["a_file"], comparison["b_file"] = str(a), str(b)
+    if not comparison["pairs"]:
+        raise DataError(f"{a.name} and {b.name} have no measured results in common",
+                        "Compare files that benchmark the same thread counts and batch sizes")
+    console = Console(stderr=str(json_out) == "-")
+    name_a, name_b = short_name(comparison["a_machine"]), short_name(comparison["b_machine"])
+    console.print(f"A = {a.name}: {name_a}\nB = {b.name}: {name_b}\n"
+                  "B/A below 1 means B is faster or smaller (above 1 for throughput).")
+    for pair in comparison["pairs"]:
+        pa, pb = pair["a"], pair["b"]
+        title = (f"{pa['artifact']}" if pa["artifact"] == pb["artifact"] else f"{pa['artifact']} → {pb['artifact']}")
+        table = Table(title=f"{title}  (threads {pa['threads']}, batch {pa['batch']})")
+        for column in ("metric", "A", "B", "B/A"):
+            table.add_column(column, justify="left" if column == "metric" else "right")
+        for m in pair["metrics"]:
+            table.add_row(m["metric"], _fmt(m["a"]), _fmt(m["b"]), _ratio(m["ratio"], m["higher_is_better"]))
+        console.print(table)
+    for side in ("a", "b"):
+        for item in comparison[f"only_in_{side}"]:
+            console.print(f"only in {side.upper()}: {item['artifact']} threads {item['threads']} batch {item['batch']}")
+    if json_out is not None:
+        _write(json_out, json.dumps(comparison, indent=2) + "\n")
+
+
+# ------------------------------------------------------------------- output helpers
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def _compact(value: float | None) -> str:
+    """Large counts in a few characters: 119k, 1.2M."""
+    if value is None:
+        return "-"
+    for limit, unit, suffix in ((1e6, 1e6, "M"), (1e4, 1e3, "k")):
+        if value >= limit:
+            return f"{value / unit:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def _ratio(ratio: float | None, higher_is_better: bool) -> str:
+    if ratio is None:
+        return "-"
+    better = ratio > 1 if higher_is_better else ratio < 1
+    colour = "green" if better and abs(ratio - 1) > 0.02 else ("red" if abs(ratio - 1) > 0.02 else "white")
+    return f"[{colour}]{ratio:.2f}×[/]"
+
+
+_BUDGET_NAMES = {"max_latency_ms": "latency", "max_ram_mb": "RAM"}
+_STATUS_STYLE = {"pass": "green", "fail": "bold red", "not measured": "yellow"}
+
+
+def _print_results(console: Console, document: dict[str, Any]) -> None:
+    from edgekit.machine import short_name
+
+    machine = document["machine"]
+    runtimes = ", ".join(f"{k} {v}" for k, v in machine.get("runtimes", {}).items())
+    console.print(f"[bold]{short_name(machine)}[/] · {machine.get('cpu')} · {machine.get('cores')} cores · "
+                  f"{machine.get('os')} {machine.get('arch')} · Python {machine.get('python')} · {runtimes}")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+    widest = max((len(r["artifact"]) for r in document["results"]), default=8)
+    table.add_column("artifact", min_width=min(widest, 36), overflow="fold")
+    for column in ("thr", "bs", "cold", "p50", "p90", "p99", "/s", "peak", "model"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for result in document["results"]:
+        if "skipped" in result:
+            table.add_row(result["artifact"], *["-"] * 8, "[yellow]skipped[/]")
+            continue
+        lat, mem = result["latency_ms"], result["memory"]
+        table.add_row(
+            result["artifact"], str(result["threads"]), str(result["batch"]), _fmt(result["cold_start_ms"]),
+            _fmt(lat["p50"]), _fmt(lat["p90"]), _fmt(lat["p99"]), _compact(result["throughput"]["samples_per_s"]),
+            _fmt(mem["peak_rss_mb"]), _fmt(mem["model_rss_mb"]),
+        )
+    console.print(table)
+    console.print("[dim]times in ms · /s: samples per second · peak: process RSS in MiB · "
+                  "model: peak minus the bare runtime's baseline[/]")
+    for result in document["results"]:
+        if "skipped" in result:
+            console.print(f"[yellow]skipped {result['artifact']}:[/] {result['skipped']}")
+        for v in result.get("budgets", []):
+            style = _STATUS_STYLE.get(v["status"], "white")
+            console.print(
+                f"budget {v['target']}: {result['artifact']} (threads {result['threads']}, batch {result['batch']}) "
+                f"{_BUDGET_NAMES.get(v['budget'], v['budget'])} {_fmt(v['value'])} vs limit {_fmt(v['limit'])} "
+                f"({v['note']}) [{style}]{v['status']}[/]",
+                highlight=False,
+            )
+
+
+def _to_csv(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _refuse_overwriting(artifacts: tuple[Path, ...], *outputs: Path | None) -> None:
+    """Never let an output path clobber an input artifact (e.g. a mistyped --json model.onnx)."""
+    inputs = {p.resolve() for p in artifacts if p.exists()}
+    for out in outputs:
+        if out is not None and str(out) != "-" and out.resolve() in inputs:
+            raise OutputError(f"refusing to write results over the artifact {out}", "Give --json/--csv a new file name")
+
+
+def _write(destination: Path, text: str) -> None:
+    if str(destination) == "-":
+        click.echo(text, nl=False)
+        return
+    from edgekit.artifact import atomic_write_bytes
+
+    try:
+        atomic_write_bytes(destination, text.encode("utf-8"))
+    except OSError as exc:
+        raise OutputError(f"cannot write {destination}: {exc.strerror or exc}", "Choose a writable path") from None
+
+
+COMMANDS = [bench]
