@@ -165,6 +165,11 @@ class Build:
             self.reference_metrics["accuracy"] = accuracy(self.reference, self.split.evaluation.y)  # type: ignore[arg-type]
         first = self.split.calibration.take(np.arange(min(2, len(self.split.calibration))))
         self.example_inputs = model_loading.to_torch(first.inputs, self.model.input_names)
+        from edgekit.estimate import count_macs, count_parameters
+
+        batch1 = tuple(t[:1] for t in self.example_inputs)
+        self.macs = count_macs(self.model.module, batch1)
+        self.parameters = count_parameters(self.model.module)
         self.input_specs = tuple(
             backends.TensorSpec(name, (None, *arr.shape[1:]), str(arr.dtype if arr.dtype != np.float64 else np.float32))
             for name, arr in self.split.calibration.inputs.items()
@@ -241,6 +246,12 @@ class Build:
             "checks": [c.as_dict() for c in winner.checks],
             "passed": winner.passed,
         }
+        entry["estimate"] = self._estimate(chosen, request, profile)
+        estimated = entry["estimate"].get("latency_ms")
+        for check in entry["checks"]:
+            if check["budget"] == "max_latency_ms" and check["status"] == "skipped" and estimated is not None:
+                side = "within" if estimated <= check["limit"] else "over"
+                check["note"] += f"; roofline estimate {estimated:.3g} ms is {side} the budget"
         for key in ("io_quantization", "micro", "weights", "emulated"):
             if key in chosen.details:
                 entry[key] = chosen.details[key]
@@ -248,6 +259,17 @@ class Build:
                   "reference": self.reference_metrics, "data_split_sha256": self.split.sha256}
         atomic_write_bytes(self.inputs.output / entry["report"], json.dumps(report, indent=2, sort_keys=True, default=str).encode())
         return entry
+
+    def _estimate(self, artifact: Artifact, request: ArtifactRequest, profile: TargetProfile) -> dict[str, Any]:
+        """Roofline latency estimate on the profile's device (labelled as an estimate)."""
+        from edgekit.estimate import estimate_latency, weight_bytes
+
+        try:
+            nodes = sum(backends.inspector(request.format).inspect(artifact.path)["ops"].values())
+        except EdgekitError:
+            nodes = None  # the estimate is still useful without the per-node term
+        return estimate_latency(self.macs, weight_bytes(self.parameters, request.precision), request.precision,
+                                profile.device, nodes=nodes)
 
     def _fp32_latency(self, fmt: str) -> float | None:
         for key, found in self.cache.items():
@@ -301,6 +323,10 @@ class Build:
             targets.append(target)
         manifest = self._manifest(targets, artifacts)
         write_manifest(output, manifest)
+        self.reporter.step("writing report.html")
+        from edgekit.report import write_report
+
+        write_report(output)
         if not self.keep_work:
             shutil.rmtree(self.work, ignore_errors=True)
         return BuildResult(output, manifest)
@@ -318,6 +344,8 @@ class Build:
                 "source_sha256": self.model.sha256,
                 "inputs": [s.as_dict() for s in self.input_specs],
                 "outputs": list(self.output_names),
+                "macs": self.macs,
+                "parameters": self.parameters,
             },
             "toolkit": {"edgekit": __version__, "python": platform.python_version(), "versions": tool_versions()},
             "data": {
