@@ -202,8 +202,13 @@ class Build:
             found.artifacts = module.build(job)
             for artifact in found.artifacts:
                 session = backends.open_session(artifact.path)
-                metrics = evaluate(session, self.split.evaluation, self.reference, self.reference_metrics.get("accuracy"))
-                metrics.update(measure_latency(session, _first_sample(self.split.evaluation), self.config.build.latency_runs))
+                try:
+                    metrics = evaluate(session, self.split.evaluation, self.reference,
+                                       self.reference_metrics.get("accuracy"))
+                    metrics.update(measure_latency(session, _first_sample(self.split.evaluation),
+                                                   self.config.build.latency_runs))
+                finally:
+                    session.close()
                 found.metrics[artifact.variant] = metrics
         except BackendUnavailableError as exc:
             found.skipped = exc.message

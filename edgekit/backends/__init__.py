@@ -80,6 +80,9 @@ class Session(Protocol):
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
 
+    def close(self) -> None:
+        """Release the runtime (a child process, for runtimes isolated in one)."""
+
 
 @dataclass(frozen=True)
 class BackendInfo:

@@ -69,6 +69,9 @@ class OnnxSession:
             ) from None
         return [np.asarray(o) for o in outputs]
 
+    def close(self) -> None:
+        """Nothing to release beyond memory; present so every session can be closed alike."""
+
 
 def open_session(path: Path, threads: int = 1) -> OnnxSession:
     return OnnxSession(path, threads=threads)
