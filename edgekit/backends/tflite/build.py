@@ -1,0 +1,356 @@
+"""Build .tflite candidates for one (precision, io) request.
+
+``build(job)`` returns every recipe that works for ``job.request``; the
+pipeline validates each in LiteRT and ships the fastest that meets the
+accuracy budget. A recipe that fails is dropped, and the reason is recorded
+in every surviving candidate's ``details["dropped"]``; only if none works is
+an error raised.
+
+Recipes per precision (variant names are stable, they end up in manifests):
+
+=============  ===========================================================
+fp32           ``litert-fp32``         litert-torch, float32
+fp16           ``aeq-fp16``            float16 weights (ai-edge-quantizer)
+int8           ``pt2e-static``         litert-torch PT2E quantizer + torchao
+                                       prepare_pt2e/convert_pt2e, calibrated
+               ``aeq-static``          ai-edge-quantizer static_wi8_ai8, calibrated with
+                                       running min/max; float I/O kept with NO_QUANTIZE
+                                       on INPUT/OUTPUT (fallback: int8 I/O wrapped in
+                                       QUANTIZE/DEQUANTIZE, see ``_aeq``)
+dynamic-int8   ``aeq-dynamic-wi8``     ai-edge-quantizer dynamic_wi8_afp32
+               ``pt2e-dynamic``        PT2E dynamic (weights int8, activations at run time)
+int4           ``aeq-weight-only-wi4`` int4 weights, float compute
+               ``aeq-dynamic-wi4``     int4 weights, dynamic activations
+=============  ===========================================================
+
+``io = "int8"`` (full-integer, for microcontrollers) keeps only candidates
+whose float inputs and outputs are all int8-quantized; PT2E gives that for
+CNNs, and ai-edge-quantizer's static recipe does when I/O is not excluded.
+With ``io = "float"``, PT2E's int8 I/O (litert-torch has no option to keep it
+float) is wrapped in QUANTIZE/DEQUANTIZE ops by ``interface.float_interface``,
+so every candidate honours the requested interface.
+
+Every candidate is loaded in LiteRT (child process) and run once on the
+example inputs before it is returned: some recipes write models that LiteRT
+refuses at prepare time, and those are dropped with LiteRT's message.
+Microcontroller profiles also get ``details["micro"]`` from ``micro.check``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgekit.artifact import Artifact, atomic_write_bytes
+from edgekit.backends import ExportJob
+from edgekit.backends.tflite import export, interface, micro, quantize
+from edgekit.backends.tflite.inspect import census_summary, io_description, parse, weight_census
+from edgekit.errors import DataError, EdgekitError, InternalError, UnsupportedModelError
+
+
+@dataclass
+class _Context:
+    """What the recipes share for one job: the wrapped model, batch-1 inputs, the float .tflite."""
+
+    job: ExportJob
+    module: Any
+    inputs: dict[str, Any]
+    _float: bytes | None = None
+    _samples: list[dict[str, Any]] | None = None
+
+    @property
+    def target(self) -> str:
+        return self.job.profile.name
+
+    def float_model(self) -> bytes:
+        if self._float is None:
+            self._float = export.convert_float(self.module, self.inputs, self.target)
+        return self._float
+
+    def torch_samples(self) -> list[dict[str, Any]]:
+        if self._samples is None:
+            self._samples = export.calibration_samples(self.job.calibration, self.inputs)
+        return self._samples
+
+    def tflite_samples(self) -> list[dict[str, np.ndarray]]:
+        """Calibration feeds for ai-edge-quantizer, in the .tflite's input dtypes (int64 -> int32)."""
+        samples = self.torch_samples()  # first, so missing data fails before any conversion work
+        inputs, _ = io_description(parse(self.float_model()))
+        dtypes = {d["name"]: d["dtype"] for d in inputs}
+        return [{k: v.numpy().astype(dtypes.get(k, v.numpy().dtype)) for k, v in s.items()} for s in samples]
+
+
+Recipe = Callable[[_Context], tuple[bytes, dict[str, Any]]]
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _litert_fp32(ctx: _Context) -> tuple[bytes, dict[str, Any]]:
+    return ctx.float_model(), {"tool": f"litert-torch {_version('litert-torch')}", "recipe": "float32"}
+
+
+def _float_interface(data: bytes, config: dict[str, Any]) -> bytes:
+    """Wrap int8 I/O in QUANTIZE/DEQUANTIZE ops and say so in ``config``."""
+    data, rewritten = interface.float_interface(data)
+    if rewritten:
+        config["float_interface"] = {
+            "added": "QUANTIZE after each float input, DEQUANTIZE before each float output",
+            "tensors": rewritten,
+        }
+    return data
+
+
+def _aeq(recipe: str, calibrated: bool = False, wrap_interface: bool = False) -> Recipe:
+    """An ai-edge-quantizer recipe on the float model.
+
+    For the static recipe with ``io = "float"``, the primary form keeps the
+    interface float with NO_QUANTIZE on INPUT/OUTPUT. ``wrap_interface`` is the
+    fallback: quantize I/O too, then add QUANTIZE/DEQUANTIZE at the boundary.
+    It exists because NO_QUANTIZE on a tensor that is both a graph output and
+    a FULLY_CONNECTED input (an encoder returning logits and the pooled
+    embedding) yields a FULLY_CONNECTED with float input and int8 output,
+    which LiteRT refuses at prepare time.
+    """
+
+    def make(ctx: _Context) -> tuple[bytes, dict[str, Any]]:
+        samples = ctx.tflite_samples() if calibrated else None
+        float_io = ctx.job.request.io == "float" and not wrap_interface
+        data, config = quantize.quantize(ctx.float_model(), recipe, samples, float_io=float_io)
+        if float_io and recipe == "static_wi8_ai8":
+            config["io_rule"] = "NO_QUANTIZE on INPUT and OUTPUT"
+        if wrap_interface and ctx.job.request.io == "float":
+            data = _float_interface(data, config)
+        config["tool"] = f"ai-edge-quantizer {_version('ai-edge-quantizer')}"
+        config["float_model"] = f"litert-torch {_version('litert-torch')}"
+        if samples is not None:
+            config["calibration_samples"] = len(samples)
+        return data, config
+
+    return make
+
+
+def _pt2e(dynamic: bool) -> Recipe:
+    def make(ctx: _Context) -> tuple[bytes, dict[str, Any]]:
+        samples = [] if dynamic else ctx.torch_samples()
+        data, notes = export.convert_pt2e(ctx.module, ctx.inputs, samples, ctx.target, dynamic=dynamic)
+        config: dict[str, Any] = {
+            "tool": f"litert-torch {_version('litert-torch')} + torchao {_version('torchao')}",
+            "recipe": "pt2e-dynamic-int8" if dynamic else "pt2e-static-int8",
+            "quantizer": "PT2EQuantizer(get_symmetric_quantization_config(is_per_channel=True"
+            + (", is_dynamic=True))" if dynamic else "))"),
+            "attempts": notes["attempts"],
+        }
+        if not dynamic:
+            config["calibration_samples"] = len(samples)
+            config["activation_observer"] = "HistogramObserver"
+        if "retried_after" in notes:
+            config["retried_after"] = notes["retried_after"]
+        if ctx.job.request.io == "float":  # PT2E folds the I/O quantization in; restore a float interface
+            data = _float_interface(data, config)
+        return data, config
+
+    return make
+
+
+@dataclass(frozen=True)
+class RecipeSpec:
+    """A named recipe, and optionally a second way to make the same variant if the first will not run."""
+
+    variant: str
+    make: Recipe
+    fallback: Recipe | None = None
+
+
+RECIPES: dict[str, list[RecipeSpec]] = {
+    "fp32": [RecipeSpec("litert-fp32", _litert_fp32)],
+    "fp16": [RecipeSpec("aeq-fp16", _aeq("fp16"))],
+    "int8": [
+        RecipeSpec("pt2e-static", _pt2e(dynamic=False)),
+        RecipeSpec(
+            "aeq-static",
+            _aeq("static_wi8_ai8", calibrated=True),
+            fallback=_aeq("static_wi8_ai8", calibrated=True, wrap_interface=True),
+        ),
+    ],
+    "dynamic-int8": [RecipeSpec("aeq-dynamic-wi8", _aeq("dynamic_wi8_afp32")), RecipeSpec("pt2e-dynamic", _pt2e(dynamic=True))],
+    "int4": [
+        RecipeSpec("aeq-weight-only-wi4", _aeq("weight_only_wi4_afp32")),
+        RecipeSpec("aeq-dynamic-wi4", _aeq("dynamic_wi4_afp32")),
+    ],
+}
+
+
+def _io_quantization(described: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for d in described:
+        q = d["quantization"]
+        if q is not None and d["dtype"] in ("int8", "uint8", "int16"):
+            out[d["name"]] = {"dtype": d["dtype"], "scale": q["scale"], "zero_point": q["zero_point"]}
+    return out
+
+
+def _describe(data: bytes, job: ExportJob) -> dict[str, Any]:
+    """Details computed from the .tflite bytes: census, float layers, interface, I/O quantization."""
+    parsed = parse(data)
+    inputs, outputs = io_description(parsed)
+    census = weight_census(parsed)
+    io_q = {"inputs": _io_quantization(inputs), "outputs": _io_quantization(outputs)}
+    floating = [d["name"] for d in inputs + outputs if d["dtype"] in ("float32", "float16")]
+    details: dict[str, Any] = {
+        "weights": census_summary(census),
+        "float_layers": census["float_layers"],
+        "ops": sorted(set(parsed.op_names)),
+        "io": "int8" if (io_q["inputs"] or io_q["outputs"]) and not floating else ("mixed" if io_q["inputs"] or io_q["outputs"] else "float"),
+        "interface": {
+            "inputs": [{k: d[k] for k in ("name", "shape", "dtype")} for d in inputs],
+            "outputs": [{k: d[k] for k in ("name", "shape", "dtype")} for d in outputs],
+        },
+        # Signature names follow job.inputs / job.output_names; tensor names are litert-torch's.
+        "signature_tensors": {d["name"]: d["tensor"] for d in inputs + outputs},
+        "batch": 1,
+        "batch_handling": "exported at batch 1; the runtime session loops over larger batches",
+    }
+    if io_q["inputs"] or io_q["outputs"]:
+        details["io_quantization"] = io_q
+    names_ok = [d["name"] for d in inputs] == [s.name for s in job.inputs] and [d["name"] for d in outputs] == list(job.output_names)
+    if not names_ok:
+        details["io_name_mapping"] = {
+            "inputs": dict(zip([s.name for s in job.inputs], [d["name"] for d in inputs])),
+            "outputs": dict(zip(job.output_names, [d["name"] for d in outputs])),
+        }
+    return details
+
+
+def _full_integer_problem(details: dict[str, Any]) -> str | None:
+    """Why a candidate fails ``io = "int8"`` (a float input or output), or None."""
+    quantized = set(details.get("io_quantization", {}).get("inputs", {})) | set(details.get("io_quantization", {}).get("outputs", {}))
+    floating = [
+        d["name"]
+        for d in details["interface"]["inputs"] + details["interface"]["outputs"]
+        if d["dtype"].startswith("float") and d["name"] not in quantized
+    ]
+    return f"not full-integer: {', '.join(floating)} stayed float" if floating else None
+
+
+def _smoke_test(path: Any, job: ExportJob) -> dict[str, Any]:
+    """Load the candidate in LiteRT (child process) and run the example inputs once.
+
+    Some recipes write models LiteRT refuses at prepare time (seen: static
+    ai-edge-quantizer on an embedding model gave a FULLY_CONNECTED with int8
+    input and float output); dropping them here keeps the candidate list
+    honest. The max abs difference from torch is a quick sanity figure, not
+    the validation the pipeline does on held-out data.
+    """
+    import torch
+
+    from edgekit.backends.tflite.runtime import open_session
+
+    feeds = {spec.name: t.detach().cpu().numpy() for spec, t in zip(job.inputs, job.example_inputs)}
+    with open_session(path) as session:
+        outputs = session.run(feeds)
+    with torch.no_grad():
+        expected = export.flatten_outputs(job.model(*job.example_inputs))
+    errors = []
+    for got, want in zip(outputs, expected):
+        want_np = want.detach().float().cpu().numpy()
+        if got.shape != want_np.shape:
+            raise ValueError(f"output shape {list(got.shape)} differs from torch's {list(want_np.shape)}")
+        errors.append(float(np.max(np.abs(got.astype(np.float32) - want_np))) if got.size else 0.0)
+    return {"example_max_abs_error": errors}
+
+
+def _candidate(ctx: _Context, variant: str, make: Recipe) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """Make, check and write one candidate; raise with the reason if it is not usable."""
+    job, request = ctx.job, ctx.job.request
+    data, config = make(ctx)
+    details = _describe(data, job)
+    if request.io == "int8" and (problem := _full_integer_problem(details)):
+        raise _Dropped(problem)
+    if job.profile.device.kind == "microcontroller":
+        details["micro"] = micro.check(data, job.profile.name)
+    config.update(precision=request.precision, io=request.io, export_batch=1)
+    path = job.workdir / f"{job.stem}.{variant}.tflite"
+    atomic_write_bytes(path, data)
+    try:
+        details["smoke"] = _smoke_test(path, job)
+    except (EdgekitError, ValueError) as exc:
+        path.unlink(missing_ok=True)
+        raise _Dropped(f"LiteRT cannot run it: {exc}") from None
+    return path, config, details
+
+
+class _Dropped(Exception):
+    """A candidate that was made but does not fit the request or does not run."""
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, EdgekitError):
+        return exc.problem  # the fix is given once, by the error build() raises
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text and not isinstance(exc, _Dropped) else text
+
+
+def build(job: ExportJob) -> list[Artifact]:
+    """Export ``job.model`` to TFLite at ``job.request.precision``; one Artifact per working recipe."""
+    request = job.request
+    if request.precision not in RECIPES:
+        raise InternalError(f"the tflite backend has no recipe for precision '{request.precision}'")
+    if request.io == "int8" and request.precision != "int8":
+        raise UnsupportedModelError(
+            f"full-integer I/O (io = \"int8\") needs precision int8, but target '{job.profile.name}' asks for {request.precision}",
+            'Set precision = "int8" for this artifact in the profile',
+        )
+    names = [spec.name for spec in job.inputs]
+    module = export.NamedIO(job.model, names, job.output_names).eval()
+    ctx = _Context(job, module, export.batch_one(job.example_inputs, names))
+
+    made: list[tuple[str, Any, dict[str, Any], dict[str, Any]]] = []
+    dropped: dict[str, str] = {}
+    errors: list[BaseException] = []
+    for spec in RECIPES[request.precision]:
+        attempts = [spec.make] + ([spec.fallback] if spec.fallback is not None else [])
+        reasons = []
+        for number, make in enumerate(attempts):
+            try:
+                path, config, details = _candidate(ctx, spec.variant, make)
+            except Exception as exc:  # one recipe's failure (even a converter bug) must not sink the others
+                if not isinstance(exc, (_Dropped, EdgekitError)):
+                    exc = InternalError(f"{spec.variant} failed: {_reason(exc)}")
+                errors.append(exc)
+                reasons.append(_reason(exc))
+                continue
+            if number:
+                config["fallback_after"] = reasons[-1]
+            made.append((spec.variant, path, config, details))
+            break
+        else:
+            dropped[spec.variant] = " | then the fallback: ".join(reasons)
+
+    if not made:
+        for kind in (DataError, UnsupportedModelError):
+            first = next((e for e in errors if isinstance(e, kind)), None)
+            if first is not None:
+                raise first
+        reasons_text = "; ".join(f"{v}: {r}" for v, r in dropped.items())
+        if request.io == "int8":
+            raise UnsupportedModelError(
+                f"no TFLite recipe gave a full-integer (int8 input and output) model for target '{job.profile.name}' ({reasons_text})",
+                'Check the model\'s inputs are float tensors that can be quantized, or use io = "float"',
+            )
+        raise InternalError(f"every TFLite {request.precision} recipe failed for target '{job.profile.name}' ({reasons_text})")
+
+    artifacts = []
+    for variant, path, config, details in made:
+        if dropped:
+            details["dropped"] = dict(dropped)
+        artifacts.append(Artifact(path=path, format="tflite", precision=request.precision, variant=variant, config=config, details=details))
+    return artifacts
