@@ -31,6 +31,7 @@ from edgekit.artifact import Artifact, atomic_copy, atomic_write_bytes, ensure_w
 from edgekit.config import ArtifactRequest, BuildConfig, TargetProfile
 from edgekit.data import Dataset, Split, bind_inputs, load_npz, split
 from edgekit.errors import BackendUnavailableError, DataError, EdgekitError, InputError
+from edgekit.native_output import native_stderr_to
 from edgekit.release.manifest import MANIFEST_NAME, SCHEMA_VERSION, write_manifest
 from edgekit.select import Measured, choose
 from edgekit.validate import check_budgets, evaluate, measure_latency
@@ -186,30 +187,10 @@ class Build:
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
         try:
-            module = backends.builder(request.format)
-            job = backends.ExportJob(
-                model=copy.deepcopy(self.model.module),
-                example_inputs=self.example_inputs,
-                inputs=self.input_specs,
-                output_names=tuple(self.output_names),
-                request=request,
-                profile=profile,
-                calibration={k: v.astype(np.float32) if v.dtype == np.float64 else v
-                             for k, v in self.split.calibration.inputs.items()},
-                workdir=workdir,
-                stem=self.stem,
-            )
-            found.artifacts = module.build(job)
-            for artifact in found.artifacts:
-                session = backends.open_session(artifact.path)
-                try:
-                    metrics = evaluate(session, self.split.evaluation, self.reference,
-                                       self.reference_metrics.get("accuracy"))
-                    metrics.update(measure_latency(session, _first_sample(self.split.evaluation),
-                                                   self.config.build.latency_runs))
-                finally:
-                    session.close()
-                found.metrics[artifact.variant] = metrics
+            with native_stderr_to(workdir / "converter.log"):
+                found.artifacts = self._build_candidates(request, profile, workdir)
+                for artifact in found.artifacts:
+                    found.metrics[artifact.variant] = self._measure(artifact)
         except BackendUnavailableError as exc:
             found.skipped = exc.message
         except EdgekitError as exc:
@@ -219,6 +200,32 @@ class Build:
 
             found.error = InternalError(f"{request.label} failed: {type(exc).__name__}: {str(exc)[:300]}")
         return found
+
+    def _measure(self, artifact: Artifact) -> dict[str, float]:
+        """Accuracy, fidelity and host latency of one candidate, run in its own runtime."""
+        session = backends.open_session(artifact.path)
+        try:
+            metrics = evaluate(session, self.split.evaluation, self.reference, self.reference_metrics.get("accuracy"))
+            metrics.update(measure_latency(session, _first_sample(self.split.evaluation), self.config.build.latency_runs))
+        finally:
+            session.close()
+        return metrics
+
+    def _build_candidates(self, request: ArtifactRequest, profile: TargetProfile, workdir: Path) -> list[Artifact]:
+        module = backends.builder(request.format)
+        job = backends.ExportJob(
+            model=copy.deepcopy(self.model.module),
+            example_inputs=self.example_inputs,
+            inputs=self.input_specs,
+            output_names=tuple(self.output_names),
+            request=request,
+            profile=profile,
+            calibration={k: v.astype(np.float32) if v.dtype == np.float64 else v
+                         for k, v in self.split.calibration.inputs.items()},
+            workdir=workdir,
+            stem=self.stem,
+        )
+        return module.build(job)
 
     # ---------------------------------------------------------- stage 3
     def _ship(self, request: ArtifactRequest, profile: TargetProfile, found: CandidateSet) -> dict[str, Any]:

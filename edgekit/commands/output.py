@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
+
+from edgekit.native_output import terminal_stderr
 from rich.table import Table
 
 _console: Console | None = None
@@ -37,7 +39,7 @@ class RichReporter:
 
         self._progress = Progress(
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=Console(stderr=True), transient=True,
+            console=Console(file=terminal_stderr()), transient=True,
         )
         self._task = self._progress.add_task("preparing", total=None)
 
