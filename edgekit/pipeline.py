@@ -206,7 +206,10 @@ class Build:
         session = backends.open_session(artifact.path)
         try:
             metrics = evaluate(session, self.split.evaluation, self.reference, self.reference_metrics.get("accuracy"))
-            metrics.update(measure_latency(session, _first_sample(self.split.evaluation), self.config.build.latency_runs))
+            # An emulator's speed says nothing about the device's: no number rather than a misleading one.
+            if not getattr(session, "emulated", False):
+                metrics.update(measure_latency(session, _first_sample(self.split.evaluation),
+                                               self.config.build.latency_runs))
         finally:
             session.close()
         return metrics
@@ -234,7 +237,7 @@ class Build:
         for artifact in found.artifacts:
             checks = check_budgets(found.metrics[artifact.variant], profile.budgets, artifact.size_bytes, artifact.details,
                                    device_measured=self.config.build.latency_on_host, device_name=profile.name)
-            measured.append(Measured(artifact.variant, found.metrics[artifact.variant], checks))
+            measured.append(Measured(artifact.variant, found.metrics[artifact.variant], checks, artifact.size_bytes))
         fp32_latency = self._fp32_latency(request.format)
         winner, selection = choose(measured, fp32_latency)
         chosen = by_variant[winner.variant]
@@ -287,7 +290,8 @@ class Build:
         for key, found in self.cache.items():
             request = json.loads(key)["request"]
             if request["format"] == fmt and request["precision"] == "fp32" and found.metrics:
-                return min(m["latency_p50_ms"] for m in found.metrics.values())
+                latencies = [m["latency_p50_ms"] for m in found.metrics.values() if "latency_p50_ms" in m]
+                return min(latencies) if latencies else None
         return None
 
     # ---------------------------------------------------------- run
