@@ -1,0 +1,205 @@
+"""Shared pieces of the Core ML backend tests: MIL programs saved as packages, sample models, cached builds.
+
+Programs are built with coremltools' MIL builder and saved through ct.convert
+with an empty pass pipeline, so every op written in a test reaches the saved
+package unchanged (no constant folding or fusion) and the emulator reads it
+from disk exactly as it would read a converted model.
+
+Builds of the real sample models are cached per (model, precision, target,
+options) for the whole session, so build, runtime and inspect tests convert
+each model once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[3]
+SAMPLES = REPO / "sample_models"
+_ROOT = Path(tempfile.mkdtemp(prefix="edgekit-coreml-tests-"))
+atexit.register(shutil.rmtree, _ROOT, True)
+
+
+def save_program(program: Any, path: Path, target: str = "iOS18", fp16: bool = False) -> Path:
+    """Convert a MIL ``program`` to an ML Program and save it at ``path`` (.mlpackage)."""
+    import coremltools as ct
+
+    model = ct.convert(
+        program,
+        convert_to="mlprogram",
+        minimum_deployment_target=getattr(ct.target, target),
+        compute_precision=ct.precision.FLOAT16 if fp16 else ct.precision.FLOAT32,
+        pass_pipeline=ct.PassPipeline.EMPTY,
+        skip_model_load=True,
+    )
+    model.save(str(path))
+    return path
+
+
+_CALIBRATION: dict[str, dict[str, np.ndarray]] = {}
+CALIBRATION_SIZE = 256
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A model in eval mode and held-out data: inputs by name, labels (or None)."""
+
+    module: Any
+    feeds: dict[str, np.ndarray]
+    labels: np.ndarray | None
+    outputs: tuple[str, ...]
+
+
+_BRANCHY = '''
+import torch
+from torch import nn
+
+
+class Branchy(nn.Module):
+    """A data-dependent branch: torch.export refuses it, jit.trace records the branch taken."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.fc(torch.relu(x))
+        return self.fc(x)
+
+
+class FixedBatch(nn.Module):
+    """Slices with batch arithmetic: torch.export cannot keep the batch dynamic, so it converts at batch 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc(x)[: x.shape[0] // 2 * 2 + x.shape[0] % 2]
+
+
+class Tokens(nn.Module):
+    """int64 ids + mask, two outputs: (logits, pooled)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(20, 16)
+        self.proj = nn.Linear(16, 16)
+        self.norm = nn.LayerNorm(16)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, input_ids, attention_mask):
+        mask = attention_mask.unsqueeze(-1).to(torch.float32)
+        h = self.norm(torch.nn.functional.gelu(self.proj(self.embed(input_ids)))) * mask
+        pooled = h.sum(1) / mask.sum(1).clamp_min(1.0)
+        return self.head(pooled), pooled
+'''
+
+
+def _inline_module() -> Any:
+    import importlib.util
+
+    path = _ROOT / "inline_models.py"
+    if not path.exists():
+        path.write_text(_BRANCHY)
+    spec = importlib.util.spec_from_file_location("coreml_inline_models", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+@functools.lru_cache(maxsize=None)
+def sample(name: str) -> Sample:
+    """A real sample model (trained weights when the repo has them, seeded init otherwise) with its holdout data."""
+    import torch
+
+    from edgekit.model import load_factory
+
+    torch.manual_seed(0)
+    if name in ("branchy", "fixed_batch", "tiny_tokens"):
+        classes = {"branchy": "Branchy", "fixed_batch": "FixedBatch", "tiny_tokens": "Tokens"}
+        module = getattr(_inline_module(), classes[name])().eval()
+        rng = np.random.default_rng(0)
+        if name in ("branchy", "fixed_batch"):
+            x = np.abs(rng.standard_normal((40, 16)).astype(np.float32))  # positive sums: the traced branch
+            return Sample(module, {"x": x}, None, ("logits",))
+        ids = rng.integers(0, 20, (40, 12)).astype(np.int64)
+        mask = (np.arange(12)[None, :] < rng.integers(3, 13, 40)[:, None]).astype(np.int64)
+        return Sample(module, {"input_ids": ids, "attention_mask": mask}, None, ("logits", "pooled"))
+    weights = SAMPLES / name / "weights.safetensors"
+    loaded = load_factory(f"{SAMPLES / name / 'model.py'}:create", weights if weights.exists() else None, REPO)
+    data = {"mobilenet": "digits32", "tokens": "tokens"}.get(name, "digits")
+    with np.load(SAMPLES / "data" / f"{data}_holdout.npz") as archive:
+        feeds = {n: archive[n] for n in loaded.input_names}
+        labels = archive["y"] if weights.exists() else None
+    # Like the pipeline, calibrate on a split of the data given to the build (its default calibration_size);
+    # the samples after it are never seen by calibration (``CALIBRATION_SIZE`` lets tests score them apart).
+    _CALIBRATION[name] = {n: v[:CALIBRATION_SIZE] for n, v in feeds.items()}
+    outputs = ("logits", "embedding") if name == "tokens" else ("logits",)
+    return Sample(loaded.module.eval(), feeds, labels, outputs)
+
+
+def reference(name: str, feeds: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
+    import torch
+
+    s = sample(name)
+    feeds = feeds or s.feeds
+    with torch.no_grad():
+        out = s.module(*[torch.from_numpy(v) for v in feeds.values()])
+    return [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
+
+
+def job(name: str, precision: str, target: str = "iphone-ios17", options: dict[str, Any] | None = None,
+        workdir: Path | None = None) -> Any:
+    import copy
+
+    import torch
+
+    from edgekit.backends import ExportJob, TensorSpec
+    from edgekit.config import ArtifactRequest, load_profile
+
+    s = sample(name)
+    key = json.dumps([name, precision, target, options or {}], sort_keys=True)
+    folder = workdir or (_ROOT / f"job-{abs(hash(key))}")
+    folder.mkdir(parents=True, exist_ok=True)
+    return ExportJob(
+        model=copy.deepcopy(s.module),
+        example_inputs=tuple(torch.from_numpy(v[:2]) for v in s.feeds.values()),
+        inputs=tuple(TensorSpec(n, (None, *v.shape[1:]), str(v.dtype)) for n, v in s.feeds.items()),
+        output_names=s.outputs,
+        request=ArtifactRequest(format="coreml", precision=precision, options=options or {}),
+        profile=load_profile(target),
+        calibration=_CALIBRATION.get(name, {k: v[:64] for k, v in s.feeds.items()}),
+        workdir=folder,
+        stem=name,
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _built(name: str, precision: str, target: str, options_json: str) -> tuple[Any, ...]:
+    from edgekit.backends.coreml import build
+
+    return tuple(build.build(job(name, precision, target, json.loads(options_json))))
+
+
+def built(name: str, precision: str, target: str = "iphone-ios17", options: dict[str, Any] | None = None) -> list[Any]:
+    """The candidates of one request, built once per test session."""
+    return list(_built(name, precision, target, json.dumps(options or {}, sort_keys=True)))
+
+
+def by_variant(artifacts: list[Any]) -> dict[str, Any]:
+    return {a.variant: a for a in artifacts}
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float((logits.argmax(1) == labels).mean())
