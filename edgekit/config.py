@@ -32,6 +32,10 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Below StrictModel on purpose: compress.config subclasses it (see edgekit/compress/__init__.py).
+from edgekit.compress.config import DistillConfig, PruneConfig  # noqa: E402
+
+
 class Budgets(StrictModel):
     """Limits an artifact must meet on its target. Unset means "no limit".
 
@@ -169,6 +173,8 @@ class BuildConfig(StrictModel):
     build: BuildSection = BuildSection()
     budgets: Budgets | None = Field(None, description="override applied to every target")
     overrides: dict[str, TargetOverride] = Field(default_factory=dict)
+    prune: PruneConfig | None = Field(None, description="prune the model before export (edgekit.compress)")
+    distill: DistillConfig | None = Field(None, description="distill the model into a student before export")
     base_dir: Path = Field(Path("."), exclude=True)
 
     def resolve(self, relative: str | None) -> Path | None:

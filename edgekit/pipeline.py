@@ -151,6 +151,18 @@ class Build:
         self.stem = section.name or (Path(section.path).stem if section.path else section.factory.rsplit(":", 1)[-1])  # type: ignore[union-attr]
         data_section = self.config.data
         assert data_section is not None
+        self.compression: list[dict[str, Any]] = []
+        if self.config.prune is not None or self.config.distill is not None:
+            from edgekit.compress.stage import ReporterProgress, compress_for_build, load_training_data
+
+            train_path = self.config.resolve(data_section.train)
+            assert train_path is not None  # resolve_inputs refused configs without it
+            self.reporter.step("compressing the model")
+            self.uncompressed = self.model
+            self.model, self.compression = compress_for_build(
+                self.model, load_training_data(self.model, train_path), prune=self.config.prune,
+                distill=self.config.distill, base_dir=self.config.base_dir, progress=ReporterProgress(self.reporter),
+            )
         self.reporter.step("loading data")
         dataset = bind_inputs(load_npz(self.inputs.data_path), list(self.model.input_names), str(self.inputs.data_path))
         if data_section.task == "classification" and not dataset.labelled:
@@ -164,6 +176,10 @@ class Build:
             from edgekit.validate import accuracy
 
             self.reference_metrics["accuracy"] = accuracy(self.reference, self.split.evaluation.y)  # type: ignore[arg-type]
+            # Budgets measure conversion against the (compressed) model; what compression cost is recorded apart.
+            if self.compression:
+                before, _ = model_loading.run_reference(self.uncompressed, self.split.evaluation)
+                self.reference_metrics["uncompressed_accuracy"] = accuracy(before, self.split.evaluation.y)  # type: ignore[arg-type]
         first = self.split.calibration.take(np.arange(min(2, len(self.split.calibration))))
         self.example_inputs = model_loading.to_torch(first.inputs, self.model.input_names)
         from edgekit.estimate import count_macs, count_parameters
@@ -360,6 +376,7 @@ class Build:
                 "source_sha256": self.model.sha256,
                 "inputs": [s.as_dict() for s in self.input_specs],
                 "outputs": list(self.output_names),
+                "compression": self.compression,
                 "macs": self.macs,
                 "parameters": self.parameters,
             },
@@ -395,6 +412,9 @@ def resolve_inputs(
     data_path = data or (config.resolve(config.data.path) if config.data else None)
     if data_path is None:
         raise InputError("no data given", "Pass --data DATA.npz or set [data] path in the config")
+    if (config.prune is not None or config.distill is not None) and (config.data is None or config.data.train is None):
+        raise InputError("[prune] and [distill] train on data, but the config names no training data",
+                         "Set [data] train = 'train.npz' (inputs plus integer labels 'y')")
     out = output or config.resolve(config.build.output)
     if out is None:
         raise InputError("no output folder given", "Pass -o/--output DIR or set build.output in the config")

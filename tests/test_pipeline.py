@@ -72,3 +72,48 @@ def test_targets_share_identical_requests(tiny_cnn, tmp_path: Path) -> None:
     assert len({a["sha256"] for a in int8}) == 1  # built once, shipped to both
     onnx_requests = [k for k in build.cache if '"format": "onnx"' in k]
     assert len(onnx_requests) == 4
+
+
+def test_build_config_chains_distill_and_prune_before_export(tiny_cnn, tmp_path: Path) -> None:
+    import numpy as np
+
+    with np.load(tiny_cnn.data) as archive:
+        np.savez(tmp_path / "train.npz", x=archive["x"], y=archive["y"])
+    config_file = tmp_path / "edgekit.toml"
+    config_file.write_text(
+        f'[model]\nname = "tiny"\nfactory = "{tiny_cnn.factory}"\nweights = "{tiny_cnn.weights}"\n'
+        f'[data]\npath = "{tiny_cnn.data}"\ntrain = "train.npz"\ncalibration_size = 32\n'
+        '[build]\ntargets = ["jetson-orin-nano"]\noutput = "out"\nlatency_runs = 5\n'
+        '[[overrides.jetson-orin-nano.artifacts]]\nformat = "onnx"\nprecision = "fp32"\n'
+        '[distill]\nwidth = 0.5\nepochs = 2\n'
+        '[prune]\nsparsity = 0.5\nepochs = 2\nsteps = 2\n'
+    )
+    from edgekit.config import load_build_config
+    from edgekit.pipeline import resolve_inputs
+
+    config = load_build_config(config_file)
+    result = Build(resolve_inputs(config, [], None, None)).run()
+    manifest = result.manifest
+    assert [stage["stage"] for stage in manifest["model"]["compression"]] == ["distill", "prune"]
+    assert "uncompressed_accuracy" in manifest["reference"]
+    assert manifest["artifacts"][0]["passed"]
+    # the shipped model is the student: fewer parameters than the teacher's
+    from edgekit.model import load_factory
+
+    teacher = load_factory(tiny_cnn.factory, tiny_cnn.weights, tmp_path).module
+    assert manifest["model"]["parameters"] < sum(p.numel() for p in teacher.parameters())
+
+
+def test_compression_without_training_data_is_refused_before_work(tiny_cnn, tmp_path: Path) -> None:
+    from edgekit.config import load_build_config
+    from edgekit.errors import InputError
+    from edgekit.pipeline import resolve_inputs
+
+    config_file = tmp_path / "edgekit.toml"
+    config_file.write_text(
+        f'[model]\nfactory = "{tiny_cnn.factory}"\nweights = "{tiny_cnn.weights}"\n'
+        f'[data]\npath = "{tiny_cnn.data}"\n[build]\ntargets = ["jetson-orin-nano"]\noutput = "out"\n'
+        '[prune]\nsparsity = 0.5\n'
+    )
+    with pytest.raises(InputError, match="training data"):
+        resolve_inputs(load_build_config(config_file), [], None, None)
