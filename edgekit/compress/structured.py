@@ -79,8 +79,10 @@ def output_layers(model: nn.Module, example: Inputs) -> list[nn.Module]:
     """Conv/Linear layers whose result is returned by the model as-is (e.g. the classifier)."""
     from edgekit.model import flatten_outputs
 
-    produced: dict[int, nn.Module] = {}
-    hooks = [m.register_forward_hook(lambda mod, _inp, out: produced.__setitem__(id(out), mod))
+    # Keep each hooked output alive: a freed intermediate's id() can be reused
+    # by a later tensor, which would mark the wrong layer as an output layer.
+    produced: dict[int, tuple[nn.Module, torch.Tensor]] = {}
+    hooks = [m.register_forward_hook(lambda mod, _inp, out: produced.__setitem__(id(out), (mod, out)))
              for _, m in prunable_weights(model)]
     try:
         with torch.no_grad():
@@ -88,7 +90,7 @@ def output_layers(model: nn.Module, example: Inputs) -> list[nn.Module]:
     finally:
         for hook in hooks:
             hook.remove()
-    return [produced[id(t)] for t in outputs if id(t) in produced]
+    return [produced[id(t)][0] for t in outputs if id(t) in produced and produced[id(t)][1] is t]
 
 
 def output_shapes(model: nn.Module, example: Inputs) -> list[tuple[int, ...]]:
