@@ -128,6 +128,7 @@ class ModelSection(StrictModel):
     factory: str | None = None
     weights: str | None = None
     trust_pickle: bool = False
+    outputs: list[str] | None = Field(None, description="names for the model's outputs, in order")
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSection:

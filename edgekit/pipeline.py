@@ -170,7 +170,12 @@ class Build:
         self.split: Split = split(dataset, data_section.calibration_size, data_section.eval_size, data_section.seed)
         self.reporter.step("running the FP32 torch reference")
         self.reference, default_names = model_loading.run_reference(self.model, self.split.evaluation)
-        self.output_names = self.model.output_names or default_names
+        self.output_names = tuple(section.outputs) if section.outputs else (self.model.output_names or default_names)
+        if len(self.output_names) != len(self.reference):
+            raise InputError(
+                f"model.outputs names {len(self.output_names)} output(s) but the model returns {len(self.reference)}",
+                "List one name per returned tensor, in order",
+            )
         self.reference_metrics: dict[str, float] = {}
         if self.split.evaluation.labelled:
             from edgekit.validate import accuracy
