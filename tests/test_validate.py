@@ -49,3 +49,25 @@ def test_choose_ships_the_fastest_passing_candidate_and_explains() -> None:
     assert np.isclose(record["latency_vs_fp32"], 0.5)
     loser, record = choose([candidates[0]])
     assert loser.variant == "fast-but-wrong" and not loser.passed
+
+
+def test_identical_outputs_have_no_sqnr_but_pass_an_sqnr_budget() -> None:
+    import json
+
+    from edgekit.backends import TensorSpec
+    from edgekit.data import Dataset
+    from edgekit.validate import evaluate
+
+    class Echo:
+        inputs = [TensorSpec("x", (None, 2), "float32")]
+        outputs = [TensorSpec("y", (None, 2), "float32")]
+
+        def run(self, feeds):
+            return [feeds["x"]]
+
+    x = np.arange(8, dtype=np.float32).reshape(4, 2)
+    metrics = evaluate(Echo(), Dataset({"x": x}, None), [x], None)
+    assert "sqnr_db" not in metrics and metrics["max_abs_error"] == 0.0
+    json.dumps(metrics, allow_nan=False)  # manifests are strict JSON
+    checks = check_budgets(metrics, Budgets(min_sqnr_db=30.0), 1, {}, device_measured=False, device_name="d")
+    assert checks[0].status == "pass" and "identical" in checks[0].note
