@@ -96,9 +96,14 @@ def build(job: ExportJob) -> list[Artifact]:
             except Exception as exc:
                 notes.append(f"dynamic: failed ({type(exc).__name__}: {str(exc)[:160]})")
     elif precision == "int4":
-        path, left = quantize.int4_weight_only(fp32, out / f"{job.stem}.int4.onnx")
+        # Agreement on calibration data stands in for the accuracy budget (labels are for evaluation only).
+        drop = job.profile.budgets.max_accuracy_drop
+        target = 1.0 - drop if drop is not None else 0.99
+        path, left, search = quantize.int4_weight_only(fp32, out / f"{job.stem}.int4.onnx", job.calibration, target)
         config = {"tool": "onnxruntime MatMulNBits + int4 DequantizeLinear (Conv)", "block_size": quantize.INT4_BLOCK,
-                  "symmetric": True, "nodes_left_float": left}
+                  "symmetric": True, "nodes_left_float": left, "mixed_precision": search}
+        if search["kept_float_for_accuracy"]:
+            notes.append(f"kept float for accuracy (most sensitive first): {', '.join(search['kept_float_for_accuracy'])}")
         candidates.append(_artifact(job, path, "int4-weight-only", config, notes))
     else:  # the config's Literal makes this unreachable; keep the error honest anyway
         raise InternalError(f"onnx backend got unknown precision {precision}")

@@ -7,6 +7,7 @@ input. No torch here.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import tempfile
@@ -182,12 +183,12 @@ def gemm_to_matmul(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     return model, kept
 
 
-def conv_weights_to_int4(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+def conv_weights_to_int4(model: onnx.ModelProto, keep: frozenset[str] = frozenset()) -> tuple[onnx.ModelProto, list[str]]:
     """Store Conv weights as symmetric per-output-channel int4 behind a DequantizeLinear.
 
     The weight-only form onnxruntime has for Conv: the file shrinks to ~1/8 of
-    FP32 for those weights; compute stays float. Returns the names of Conv
-    nodes left float (weights that are not constants).
+    FP32 for those weights; compute stays float. Conv nodes named in ``keep``
+    stay float on purpose. Returns the names of Conv nodes left float.
     """
     initializers = {t.name: t for t in model.graph.initializer}
     left: list[str] = []
@@ -195,6 +196,8 @@ def conv_weights_to_int4(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[
     replaced: set[str] = set()
     for node in model.graph.node:
         weight = initializers.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        if node.op_type == "Conv" and node.name in keep:
+            weight = None
         if node.op_type == "Conv" and (weight is None or weight.data_type != onnx.TensorProto.FLOAT):
             left.append(node.name)
         if weight is None or weight.data_type != onnx.TensorProto.FLOAT or node.op_type != "Conv":
@@ -226,10 +229,44 @@ def conv_weights_to_int4(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[
     return model, left
 
 
-def int4_weight_only(source: Path, destination: Path, block_size: int = INT4_BLOCK) -> tuple[Path, list[str]]:
+def _agreement(session: object, reference: list[np.ndarray], calibration: dict[str, np.ndarray]) -> float:
+    """Top-1 agreement with the FP32 outputs (cosine similarity for single-score outputs)."""
+    out = session.run(None, calibration)[0].reshape(len(reference[0]), -1)  # type: ignore[attr-defined]
+    ref = reference[0].reshape(len(reference[0]), -1)
+    if ref.shape[1] > 1:
+        return float(np.mean(out.argmax(1) == ref.argmax(1)))
+    denom = np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1)
+    return float(np.mean((out * ref).sum(1) / np.maximum(denom, 1e-30)))
+
+
+def _conv_weight_sizes(model: onnx.ModelProto) -> dict[str, int]:
+    dims = {t.name: int(np.prod(t.dims)) for t in model.graph.initializer}
+    return {n.name: dims.get(n.input[1], 1) for n in model.graph.node if n.op_type == "Conv"}
+
+
+def _session(model: onnx.ModelProto) -> object:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def int4_weight_only(
+    source: Path,
+    destination: Path,
+    calibration: dict[str, np.ndarray] | None = None,
+    min_agreement: float = 0.99,
+    block_size: int = INT4_BLOCK,
+) -> tuple[Path, list[str], dict[str, object]]:
     """INT4 weights for MatMul/Gemm (MatMulNBits, block-wise) and Conv (int4 DequantizeLinear).
 
-    Returns the path and the names of weight-bearing nodes left in float.
+    Mixed precision where needed: when the all-int4 model agrees with FP32 on
+    fewer than ``min_agreement`` of the calibration samples, each Conv's
+    sensitivity is measured (quantizing that Conv alone, output error on the
+    calibration data) and Convs stay float one at a time, highest error per
+    weight first, until agreement is reached. Returns the path, the weight-bearing nodes left
+    float, and a record of the sensitivity search.
     """
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
@@ -238,6 +275,34 @@ def int4_weight_only(source: Path, destination: Path, block_size: int = INT4_BLO
         quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=block_size, is_symmetric=True)
         quantizer.process()
         model = quantizer.model.model
-    model, conv_left = conv_weights_to_int4(model)
+    record: dict[str, object] = {"min_agreement": min_agreement, "kept_float_for_accuracy": []}
+    keep: list[str] = []
+    if calibration is not None:
+        reference = _session(onnx.load(str(source))).run(None, calibration)  # type: ignore[attr-defined]
+        full, _ = conv_weights_to_int4(copy.deepcopy(model))
+        agreement = _agreement(_session(full), reference, calibration)
+        record["agreement_all_int4"] = agreement
+        convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
+        if agreement < min_agreement and convs:
+            ref0 = reference[0].reshape(len(reference[0]), -1)
+            sensitivity = {}
+            for name in convs:  # quantize this Conv alone; the output error it causes is its sensitivity
+                alone, _ = conv_weights_to_int4(copy.deepcopy(model), frozenset(convs) - {name})
+                out = _session(alone).run(None, calibration)[0].reshape(ref0.shape)  # type: ignore[attr-defined]
+                sensitivity[name] = float(np.sum((out - ref0) ** 2) / max(np.sum(ref0**2), 1e-30))
+            # Rank by error per weight kept float: small sensitive layers (stems,
+            # depthwise convs) buy the most accuracy for the fewest bytes.
+            sizes = _conv_weight_sizes(model)
+            for name in sorted(convs, key=lambda n: sensitivity[n] / max(sizes.get(n, 1), 1), reverse=True):
+                keep.append(name)
+                trial, _ = conv_weights_to_int4(copy.deepcopy(model), frozenset(keep))
+                agreement = _agreement(_session(trial), reference, calibration)
+                if agreement >= min_agreement:
+                    break
+            record.update(kept_float_for_accuracy=keep, agreement=agreement,
+                          sensitivity={k: round(v, 8) for k, v in sensitivity.items()})
+        else:
+            record["agreement"] = agreement
+    model, conv_left = conv_weights_to_int4(model, frozenset(keep))
     onnx.save(model, str(destination))
-    return destination, gemm_left + conv_left
+    return destination, gemm_left + conv_left, record

@@ -129,3 +129,18 @@ def test_corrupt_onnx_is_refused_cleanly(tmp_path: Path) -> None:
         open_session(path)
     with pytest.raises(ArtifactError):
         inspect(path)
+
+
+def test_int4_keeps_sensitive_convs_float_when_agreement_needs_it(tiny_cnn, tmp_path: Path) -> None:
+    from edgekit.backends.onnx.quantize import int4_weight_only
+
+    job, _, _ = _job(tiny_cnn, tmp_path, "fp32")
+    fp32 = onnx_build.build(job)[0].path
+    # Demanding perfect agreement forces the sensitivity search to keep Convs float.
+    _, left, record = int4_weight_only(fp32, tmp_path / "strict.onnx", job.calibration, min_agreement=1.0)
+    assert record["agreement_all_int4"] <= 1.0
+    if record["agreement_all_int4"] < 1.0:
+        assert record["kept_float_for_accuracy"] and set(record["kept_float_for_accuracy"]) <= set(left)
+        assert set(record["sensitivity"]) == {n.name for n in onnx.load(str(fp32)).graph.node if n.op_type == "Conv"}
+    _, _, lenient = int4_weight_only(fp32, tmp_path / "lenient.onnx", job.calibration, min_agreement=0.0)
+    assert lenient["kept_float_for_accuracy"] == []
