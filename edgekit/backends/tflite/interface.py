@@ -53,6 +53,44 @@ def _float_twin(tensor: object, name: str) -> object:
     return twin
 
 
+def _wrap(
+    tensors: list[object], indices: object, opcode: int, side: str, public: dict[int, str], changed: list[str]
+) -> tuple[list[object], list[int], dict[int, int]]:
+    """Give each quantized graph input (``side="in"``) or output (``"out"``) a float32 twin.
+
+    Inputs get a QUANTIZE op twin → tensor, outputs a DEQUANTIZE op tensor →
+    twin. Returns the new ops, the new graph input/output indices and the
+    old → twin index map; appends the changed public names to ``changed``.
+    """
+    ops: list[object] = []
+    interface: list[int] = []
+    renames: dict[int, int] = {}
+    for index in [] if indices is None else list(indices):  # type: ignore[call-overload]  # numpy array
+        tensor = tensors[index]
+        if not _is_quantized(tensor):
+            interface.append(int(index))
+            continue
+        name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)  # type: ignore[attr-defined]
+        tensor.name = f"{name}_quantized"  # type: ignore[attr-defined]
+        tensors.append(_float_twin(tensor, name))
+        twin = len(tensors) - 1
+        op = schema.OperatorT()
+        op.opcodeIndex = opcode
+        if side == "in":
+            op.inputs, op.outputs = [twin], [int(index)]
+            op.builtinOptionsType = schema.BuiltinOptions.QuantizeOptions
+            op.builtinOptions = schema.QuantizeOptionsT()
+        else:
+            op.inputs, op.outputs = [int(index)], [twin]
+            op.builtinOptionsType = schema.BuiltinOptions.DequantizeOptions
+            op.builtinOptions = schema.DequantizeOptionsT()
+        ops.append(op)
+        interface.append(twin)
+        renames[int(index)] = twin
+        changed.append(public.get(int(index), name))
+    return ops, interface, renames
+
+
 def float_interface(data: bytes) -> tuple[bytes, list[str]]:
     """Return ``data`` with float32 inputs/outputs in place of quantized ones, and the
     (signature) names of the inputs/outputs that changed.
@@ -74,52 +112,10 @@ def float_interface(data: bytes) -> tuple[bytes, list[str]]:
         for e in (sig.inputs or []) + (sig.outputs or [])
     }
     changed: list[str] = []
-    new_inputs: list[int] = []
-    front: list[object] = []
-    renames: dict[int, int] = {}
     quantize = _opcode_index(model, schema.BuiltinOperator.QUANTIZE)
-    for index in list(graph.inputs):
-        tensor = tensors[index]
-        if not _is_quantized(tensor):
-            new_inputs.append(int(index))
-            continue
-        name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
-        tensor.name = f"{name}_quantized"
-        tensors.append(_float_twin(tensor, name))
-        twin = len(tensors) - 1
-        op = schema.OperatorT()
-        op.opcodeIndex = quantize
-        op.inputs = [twin]
-        op.outputs = [int(index)]
-        op.builtinOptionsType = schema.BuiltinOptions.QuantizeOptions
-        op.builtinOptions = schema.QuantizeOptionsT()
-        front.append(op)
-        new_inputs.append(twin)
-        renames[int(index)] = twin
-        changed.append(public.get(int(index), name))
-    new_outputs: list[int] = []
-    back: list[object] = []
-    out_renames: dict[int, int] = {}
     dequantize = _opcode_index(model, schema.BuiltinOperator.DEQUANTIZE)
-    for index in list(graph.outputs):
-        tensor = tensors[index]
-        if not _is_quantized(tensor):
-            new_outputs.append(int(index))
-            continue
-        name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
-        tensor.name = f"{name}_quantized"
-        tensors.append(_float_twin(tensor, name))
-        twin = len(tensors) - 1
-        op = schema.OperatorT()
-        op.opcodeIndex = dequantize
-        op.inputs = [int(index)]
-        op.outputs = [twin]
-        op.builtinOptionsType = schema.BuiltinOptions.DequantizeOptions
-        op.builtinOptions = schema.DequantizeOptionsT()
-        back.append(op)
-        new_outputs.append(twin)
-        out_renames[int(index)] = twin
-        changed.append(public.get(int(index), name))
+    front, new_inputs, renames = _wrap(tensors, graph.inputs, quantize, "in", public, changed)
+    back, new_outputs, out_renames = _wrap(tensors, graph.outputs, dequantize, "out", public, changed)
     if not changed:
         return data, []
     graph.operators = front + list(graph.operators or []) + back
