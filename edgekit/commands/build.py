@@ -13,9 +13,9 @@ from edgekit.errors import EXIT_OK, BudgetError
 from edgekit.commands.output import console, emit_json, progress_reporter, summary_table
 
 
-def _config_from_source(source: str, data: Path | None, trust_pickle: bool, factory_weights: Path | None) -> Any:
+def _config_from_source(source: str, trust_pickle: bool, factory_weights: Path | None) -> Any:
     """A BuildConfig from CONFIG_OR_MODEL: an edgekit.toml, a model file, or module:factory."""
-    from edgekit.config import BuildConfig, DataSection, ModelSection, load_build_config
+    from edgekit.config import BuildConfig, ModelSection, load_build_config
 
     path = Path(source)
     if path.suffix == ".toml":
@@ -27,7 +27,7 @@ def _config_from_source(source: str, data: Path | None, trust_pickle: bool, fact
         model = ModelSection(factory=source, weights=str(factory_weights) if factory_weights else None)
     else:
         model = ModelSection(path=source, trust_pickle=trust_pickle)
-    return BuildConfig(model=model, data=DataSection(path=str(data)) if data else None, base_dir=Path.cwd())
+    return BuildConfig(model=model, base_dir=Path.cwd())
 
 
 @click.command()
@@ -74,8 +74,8 @@ def run_build(
     from edgekit.config import DataSection
     from edgekit.pipeline import Build, resolve_inputs
 
-    config = _config_from_source(source, data, trust_pickle, weights)
-    if data is not None:
+    config = _config_from_source(source, trust_pickle, weights)
+    if data is not None:  # --data overrides the config's [data] path and keeps its other settings
         section = config.data.model_copy(update={"path": str(data.resolve())}) if config.data else DataSection(path=str(data))
         config = config.model_copy(update={"data": section})
     if latency_on_host:
