@@ -238,7 +238,8 @@ def verify(bundle_path: Path, key_path: Path, store: Path | None, app_version: s
     "--allow-downgrade", is_flag=True, help="Install even if the bundle's version is lower than the installed one."
 )
 @click.option("--device-id", help="This device's id for rollout (default: $EDGEKIT_DEVICE_ID, then /etc/machine-id).")
-@click.option("--force", is_flag=True, help="Install even if the rollout percentage leaves this device out.")
+@click.option("--force", is_flag=True,
+              help="Install even if the rollout leaves this device out or the version was rolled back here.")
 @click.option("--app-version", metavar="VERSION", help="This app's version, checked against the release's minimum.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def install(
@@ -276,6 +277,8 @@ def install(
         "unchanged": f"{result.model} {result.version} is already installed in {into}; nothing changed",
         "deferred": f"not installed: the rollout of {result.version} is at {result.rollout_percentage}% "
         f"and this device is in bucket {result.bucket} (pass --force to install anyway)",
+        "blocked": f"not installed: {result.model} {result.version} was rolled back on this device "
+        "(pass --force to install it again)",
     }
     _emit(as_json, result.as_dict(), [messages[result.status]])
 

@@ -69,7 +69,11 @@ def _fsync_dir(path: Path) -> None:
 
 @dataclass(frozen=True)
 class InstallResult:
-    """What ``install_bundle`` did: ``status`` is installed, unchanged or deferred."""
+    """What ``install_bundle`` did: ``status`` is installed, unchanged, deferred or blocked.
+
+    ``blocked``: the version was rolled back on this store (``edgekit
+    rollback``), so a polling updater does not reinstall it; ``force`` does.
+    """
 
     status: str
     model: str
@@ -331,6 +335,9 @@ def install_bundle(
                         "Refuse it; to go back on purpose use edgekit rollback, or pass --allow-downgrade",
                     )
             bucket = rollout.bucket(model, version_text, device_id) if device_id is not None else None
+            if not force and state is not None and version_text in state.get("rolled_back", []):
+                return InstallResult("blocked", previous=current["version"] if current else None, bucket=bucket,
+                                     sha256=None, path=None, **base)
             if not force and release["rollout_percentage"] < 100:
                 if device_id is None:
                     raise InputError(
@@ -377,7 +384,9 @@ def install_bundle(
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         record = _record(version_text, manifest_bytes, bundle_sha)
-        store.write_state({"schema": STATE_VERSION, "model": model, "current": record, "previous": current})
+        blocked = [v for v in (state or {}).get("rolled_back", []) if v != version_text]  # a forced install unblocks
+        store.write_state({"schema": STATE_VERSION, "model": model, "current": record, "previous": current,
+                           **({"rolled_back": blocked} if blocked else {})})
         store.log(
             {
                 "event": "install",
@@ -470,7 +479,10 @@ def rollback(root: Path, device_id: str | None = None) -> RollbackResult:
             rollback_to = leaving["release"]["rollback_to"]
         except (OSError, ValueError, KeyError, TypeError):
             rollback_to = None
-        store.write_state({**state, "current": previous, "previous": current})
+        # Remember the version left behind, so that an updater polling for "newer than installed" does not
+        # reinstall the release that was just rolled back (install refuses it as "blocked" unless forced).
+        blocked = sorted({*state.get("rolled_back", []), current["version"]} - {previous["version"]})
+        store.write_state({**state, "current": previous, "previous": current, "rolled_back": blocked})
         store.log(
             {
                 "event": "rollback",

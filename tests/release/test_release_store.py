@@ -60,6 +60,35 @@ def test_install_update_rollback_and_forward(
     assert sorted(p.name for p in store.iterdir()) == ["install.log", "state.json", "versions"]
 
 
+def test_a_rolled_back_version_is_not_reinstalled_by_a_polling_updater(
+    kit: ModuleType, tmp_path: Path, keys: Keys, bundles: dict[str, Path]
+) -> None:
+    store = tmp_path / "store"
+    _install(kit, bundles["1.0.0"], store, keys)
+    _install(kit, bundles["1.1.0"], store, keys)
+    assert kit.run("rollback", "--into", store).exit_code == 0
+    before = kit.snapshot(store)
+    polled = _install(kit, bundles["1.1.0"], store, keys)  # "newer than installed", but rolled back here
+    assert polled.exit_code == 0 and polled.json()["status"] == "blocked"
+    assert kit.snapshot(store) == before and current_dir(store) == store / "versions" / "1.0.0"
+    assert "rolled back" in kit.run("install", bundles["1.1.0"], "--into", store, "--key", keys.public).stdout
+    forced = kit.run("install", bundles["1.1.0"], "--into", store, "--key", keys.public, "--force", "--json")
+    assert forced.exit_code == 0 and forced.json()["status"] == "installed"
+    assert "rolled_back" not in _state(store)  # installing it on purpose lifts the block
+
+
+def test_rolling_forward_again_lifts_the_block_on_that_version(
+    kit: ModuleType, tmp_path: Path, keys: Keys, bundles: dict[str, Path]
+) -> None:
+    store = tmp_path / "store"
+    _install(kit, bundles["1.0.0"], store, keys)
+    _install(kit, bundles["1.1.0"], store, keys)
+    kit.run("rollback", "--into", store)
+    assert _state(store)["rolled_back"] == ["1.1.0"]
+    kit.run("rollback", "--into", store)  # back to 1.1.0: now 1.0.0 is the one left behind
+    assert _state(store)["rolled_back"] == ["1.0.0"]
+
+
 def test_audit_log_answers_which_version_ran(
     kit: ModuleType, tmp_path: Path, keys: Keys, bundles: dict[str, Path]
 ) -> None:
