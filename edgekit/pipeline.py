@@ -258,7 +258,8 @@ class Build:
         for artifact in found.artifacts:
             checks = check_budgets(found.metrics[artifact.variant], profile.budgets, artifact.size_bytes, artifact.details,
                                    device_measured=self.config.build.latency_on_host, device_name=profile.name)
-            measured.append(Measured(artifact.variant, found.metrics[artifact.variant], checks, artifact.size_bytes))
+            measured.append(Measured(artifact.variant, found.metrics[artifact.variant], checks, artifact.size_bytes,
+                                     fp32_ratio=artifact.details.get("vs_fp32", {}).get("latency_vs_fp32")))
         fp32_latency = self._fp32_latency(request.format)
         winner, selection = choose(measured, fp32_latency)
         chosen = by_variant[winner.variant]

@@ -1,29 +1,49 @@
 """Choosing which candidate of a precision ships, and saying why.
 
 Rule: among candidates whose checks all pass, ship the fastest on the host
-(p50 latency, batch 1, one thread); candidates run by an emulator have no
-meaningful latency, so among those the smallest ships. If none passes, ship
-the one with the fewest failed checks, then the best fidelity, and mark the
-artifact failed.
-The reason records every candidate's numbers so the choice can be audited.
+(p50 latency, batch 1, one thread) of those that are not slower than their
+FP32 counterpart; candidates run by an emulator have no meaningful latency,
+so among those the smallest ships. If every passing candidate is slower
+than FP32, the fastest still ships (the precision is what the profile asked
+for) and the record says so loudly: ``slower_than_fp32`` with the ratio and
+a reason. If none passes, ship the one with the fewest failed checks, then
+the best fidelity, and mark the artifact failed.
+
+"Slower than FP32" is judged per candidate from ``Measured.fp32_ratio``
+(its p50 over the FP32 model's, timed interleaved in one run, which is
+robust to host noise); without it, from the candidate's p50 over the
+``fp32_latency_ms`` the caller passes. A ratio up to ``SAME_SPEED`` counts
+as not slower. With neither, the rule is plain fastest-passing.
+The record lists every candidate's numbers so the choice can be audited.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from edgekit.validate import Check, verdict
 
+# Interleaved timings of one .tflite against an identical copy differed by up
+# to 2% on a shared 2-core host (see backends/tflite/fp32_timing.py); a ratio
+# within this margin is "as fast as FP32", not slower.
+SAME_SPEED = 1.03
+
 
 @dataclass(frozen=True)
 class Measured:
-    """A candidate with its target-independent metrics and its target's checks."""
+    """A candidate with its target-independent metrics and its target's checks.
+
+    ``fp32_ratio``: the candidate's host p50 over its FP32 counterpart's, when
+    the backend timed the two together (None when it did not).
+    """
 
     variant: str
     metrics: dict[str, float]
     checks: list[Check]
     size_bytes: int = 0
+    fp32_ratio: float | None = None
 
     @property
     def cost(self) -> float:
@@ -39,9 +59,20 @@ class Measured:
         return sum(c.status == "fail" for c in self.checks)
 
 
-def _summary(m: Measured) -> str:
+def vs_fp32(candidate: Measured, fp32_latency_ms: float | None = None) -> float | None:
+    """The candidate's host latency relative to FP32 (above 1: slower), or None when unknown."""
+    if candidate.fp32_ratio is not None:
+        return candidate.fp32_ratio
+    if fp32_latency_ms and "latency_p50_ms" in candidate.metrics:
+        return candidate.metrics["latency_p50_ms"] / fp32_latency_ms
+    return None
+
+
+def _summary(m: Measured, ratio: float | None) -> str:
     parts = [f"p50 {m.metrics['latency_p50_ms']:.3f} ms" if "latency_p50_ms" in m.metrics
              else f"{m.size_bytes / 1024:.1f} KB, latency not measured (emulated)"]
+    if ratio is not None:
+        parts.append(f"{ratio:.2f}x FP32")
     if "accuracy" in m.metrics:
         parts.append(f"accuracy {m.metrics['accuracy']:.4f}")
     if "cosine" in m.metrics:
@@ -51,24 +82,58 @@ def _summary(m: Measured) -> str:
 
 
 def choose(candidates: list[Measured], fp32_latency_ms: float | None = None) -> tuple[Measured, dict[str, Any]]:
-    """Pick the candidate to ship; returns it and a record of the decision."""
+    """Pick the candidate to ship; returns it and a record of the decision.
+
+    The returned Measured is the chosen candidate with ``latency_vs_fp32``
+    added to its metrics when that ratio is known, so manifests carry it.
+    """
+    if not candidates:
+        raise ValueError("choose() needs at least one candidate")
+    ratios = {c.variant: vs_fp32(c, fp32_latency_ms) for c in candidates}
+    # Interleaved ratios share one FP32 denominator, so they order candidates more robustly than raw p50s.
+    by_speed = (lambda c: ratios[c.variant]) if all(c.fp32_ratio is not None for c in candidates) else (lambda c: c.cost)
     passing = [c for c in candidates if c.passed]
+    slower: dict[str, Any] | None = None
     if passing:
-        winner = min(passing, key=lambda c: c.cost)
-        why = ("fastest on the host" if "latency_p50_ms" in winner.metrics else "smallest") + \
-            " among candidates that meet every budget"
+        fast = [c for c in passing if ratios[c.variant] is None or ratios[c.variant] <= SAME_SPEED]
+        if fast:
+            winner = min(fast, key=by_speed)
+            why = ("fastest on the host" if "latency_p50_ms" in winner.metrics else "smallest") + \
+                " among candidates that meet every budget"
+            if any(r is not None for r in ratios.values()):
+                why += " and are not slower than FP32"
+        else:
+            winner = min(passing, key=by_speed)
+            ratio = ratios[winner.variant]
+            why = (f"every candidate that meets the budgets is slower than FP32 on the host; shipped the fastest, "
+                   f"{ratio:.2f}x the FP32 latency")
+            slower = {
+                "latency_vs_fp32": ratio,
+                "reason": f"all {len(passing)} passing candidate(s) of this precision ran slower than the FP32 model "
+                          "on the host (on small models the added QUANTIZE/DEQUANTIZE ops and per-op overheads of "
+                          "low-precision kernels can outweigh the cheaper arithmetic); the profile asked for this "
+                          "precision, so it ships anyway",
+            }
     else:
         winner = min(candidates, key=lambda c: (c.failures, -c.metrics.get("cosine", 0.0), c.cost))
         why = "no candidate meets every budget; shipped the one with the fewest failures and the best fidelity"
-    if len(candidates) == 1:
+    if len(candidates) == 1 and slower is None:
         why = "only candidate for this precision"
     record: dict[str, Any] = {
         "chosen": winner.variant,
         "reason": why,
         "candidates": [
-            {"variant": c.variant, "passed": c.passed, "metrics": c.metrics, "summary": _summary(c)} for c in candidates
+            {"variant": c.variant, "passed": c.passed, "metrics": c.metrics, "summary": _summary(c, ratios[c.variant]),
+             **({"latency_vs_fp32": ratios[c.variant]} if ratios[c.variant] is not None else {})}
+            for c in candidates
         ],
     }
-    if fp32_latency_ms and "latency_p50_ms" in winner.metrics:
-        record["latency_vs_fp32"] = winner.metrics["latency_p50_ms"] / fp32_latency_ms
+    ratio = ratios[winner.variant]
+    if ratio is not None:
+        record["latency_vs_fp32"] = ratio
+        record["latency_vs_fp32_source"] = ("interleaved with the FP32 model" if winner.fp32_ratio is not None
+                                            else "separate FP32 measurement in this build")
+        winner = dataclasses.replace(winner, metrics={**winner.metrics, "latency_vs_fp32": ratio})
+    if slower is not None:
+        record["slower_than_fp32"] = slower
     return winner, record

@@ -117,3 +117,18 @@ def test_compression_without_training_data_is_refused_before_work(tiny_cnn, tmp_
     )
     with pytest.raises(InputError, match="training data"):
         resolve_inputs(load_build_config(config_file), [], None, None)
+
+
+def test_tflite_candidates_are_chosen_by_their_speed_against_fp32(tiny_cnn, tmp_path: Path) -> None:
+    from edgekit.config import ArtifactRequest
+    from edgekit.select import SAME_SPEED
+
+    inputs = _inputs(tiny_cnn, tmp_path, targets=("raspberry-pi-5",))
+    only = [ArtifactRequest(format="tflite", precision="int8")]
+    inputs.targets = [t.model_copy(update={"artifacts": only}) for t in inputs.targets]
+    (artifact,) = Build(inputs).run().manifest["artifacts"]
+    selection = json.loads((tmp_path / artifact["report"]).read_text())["selection"]
+    # The backend timed every candidate interleaved with the FP32 model; the pipeline passed that on.
+    assert selection["latency_vs_fp32_source"] == "interleaved with the FP32 model"
+    assert artifact["metrics"]["latency_vs_fp32"] == selection["latency_vs_fp32"] > 0
+    assert ("slower_than_fp32" in selection) == (selection["latency_vs_fp32"] > SAME_SPEED)

@@ -17,11 +17,25 @@ int8           ``pt2e-static``         litert-torch PT2E quantizer + torchao
                                        running min/max; float I/O kept with NO_QUANTIZE
                                        on INPUT/OUTPUT (fallback: int8 I/O wrapped in
                                        QUANTIZE/DEQUANTIZE, see ``_aeq``)
+               ``aeq-weight-only-wi8`` int8 weights, float compute (``io = "float"`` only);
+                                       see below
 dynamic-int8   ``aeq-dynamic-wi8``     ai-edge-quantizer dynamic_wi8_afp32
                ``pt2e-dynamic``        PT2E dynamic (weights int8, activations at run time)
 int4           ``aeq-weight-only-wi4`` int4 weights, float compute
                ``aeq-dynamic-wi4``     int4 weights, dynamic activations
 =============  ===========================================================
+
+Why int8 has a weight-only candidate: on the host, both static recipes ran
+slower than FP32 on the small transformer samples (digits-transformer: PT2E
+1.58x, ai-edge-quantizer 2.77x; digits-tokens: 3.95x and 8.3x), and so did
+dynamic-range int8 (1.37x, 1.39x; MobileNet 2.7x), because the added
+QUANTIZE/DEQUANTIZE ops and per-op overheads outweigh the arithmetic saved on
+models this small. Weight-only int8 ran at 0.99-1.02x FP32 on every sample
+with unchanged accuracy and ~0.7x the FP32 size, so the selection (which
+prefers candidates not slower than FP32, see ``edgekit.select``) ships it
+exactly when no static recipe is at least as fast as FP32; on the CNNs static
+int8 stays faster (0.83-0.86x) and ships. Its config says
+``"compute": "float32"`` so nobody mistakes it for integer arithmetic.
 
 ``io = "int8"`` (full-integer, for microcontrollers) keeps only candidates
 whose float inputs and outputs are all int8-quantized; PT2E gives that for
@@ -33,7 +47,21 @@ so every candidate honours the requested interface.
 Every candidate is loaded in LiteRT (child process) and run once on the
 example inputs before it is returned: some recipes write models that LiteRT
 refuses at prepare time, and those are dropped with LiteRT's message.
-Microcontroller profiles also get ``details["micro"]`` from ``micro.check``.
+
+Microcontroller profiles: the model is first rewritten on a copy into ops
+TFLite Micro has kernels for (``micro_rewrite``; the records land in
+``config["rewrites"]`` and ``details["micro"]["rewrites"]``), then each
+candidate gets ``details["micro"]`` from ``micro.check`` (op set, flash,
+arena) plus ``tflm_vs_litert``: calibration samples run in TFLite Micro itself
+and compared with LiteRT, which is where the pipeline validates. Integer
+inputs (token ids, masks) stay integers (int32): quantizing ids to int8 would
+be meaningless, so ``io = "int8"`` applies to float tensors and
+``details["io_quantization"]["integer_inputs"]`` says which inputs are fed as is.
+
+Other profiles, for precisions other than fp32: the float model is timed
+against every candidate in one interleaved run (``fp32_timing``) and each
+candidate gets ``details["vs_fp32"]``, which ``select.choose`` uses to avoid
+shipping something slower than FP32.
 """
 
 from __future__ import annotations
@@ -47,7 +75,7 @@ import numpy as np
 
 from edgekit.artifact import Artifact, atomic_write_bytes
 from edgekit.backends import ExportJob
-from edgekit.backends.tflite import export, interface, micro, quantize
+from edgekit.backends.tflite import export, fp32_timing, interface, micro, micro_rewrite, quantize
 from edgekit.backends.tflite.inspect import census_summary, io_description, parse, weight_census
 from edgekit.errors import DataError, EdgekitError, InternalError, UnsupportedModelError
 
@@ -59,6 +87,7 @@ class _Context:
     job: ExportJob
     module: Any
     inputs: dict[str, Any]
+    rewrites: tuple[str, ...] = ()
     _float: bytes | None = None
     _samples: list[dict[str, Any]] | None = None
 
@@ -138,6 +167,12 @@ def _aeq(recipe: str, calibrated: bool = False, wrap_interface: bool = False) ->
     return make
 
 
+def _weight_only_int8(ctx: _Context) -> tuple[bytes, dict[str, Any]]:
+    data, config = _aeq("weight_only_wi8_afp32")(ctx)
+    config["compute"] = "float32: LiteRT dequantizes the int8 weights once, when it prepares the model"
+    return data, config
+
+
 def _pt2e(dynamic: bool) -> Recipe:
     def make(ctx: _Context) -> tuple[bytes, dict[str, Any]]:
         samples = [] if dynamic else ctx.torch_samples()
@@ -168,6 +203,8 @@ class RecipeSpec:
     variant: str
     make: Recipe
     fallback: Recipe | None = None
+    # Recipes that keep float activations can never give full-integer I/O: not made for io = "int8".
+    float_io_only: bool = False
 
 
 RECIPES: dict[str, list[RecipeSpec]] = {
@@ -180,6 +217,7 @@ RECIPES: dict[str, list[RecipeSpec]] = {
             _aeq("static_wi8_ai8", calibrated=True),
             fallback=_aeq("static_wi8_ai8", calibrated=True, wrap_interface=True),
         ),
+        RecipeSpec("aeq-weight-only-wi8", _weight_only_int8, float_io_only=True),
     ],
     "dynamic-int8": [RecipeSpec("aeq-dynamic-wi8", _aeq("dynamic_wi8_afp32")), RecipeSpec("pt2e-dynamic", _pt2e(dynamic=True))],
     "int4": [
@@ -196,6 +234,15 @@ def _io_quantization(described: list[dict[str, Any]]) -> dict[str, dict[str, Any
         if q is not None and d["dtype"] in ("int8", "uint8", "int16"):
             out[d["name"]] = {"dtype": d["dtype"], "scale": q["scale"], "zero_point": q["zero_point"]}
     return out
+
+
+def _integer_inputs(described: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Inputs that are integers by nature (ids, masks): not quantized, fed as is in their dtype."""
+    return {
+        d["name"]: {"dtype": d["dtype"], "fed_as": "integers as is (no scale or zero point); torch int64 becomes int32"}
+        for d in described
+        if d["quantization"] is None and d["dtype"] in ("int32", "int64", "int16", "int8", "uint8")
+    }
 
 
 def _describe(data: bytes, job: ExportJob) -> dict[str, Any]:
@@ -220,6 +267,8 @@ def _describe(data: bytes, job: ExportJob) -> dict[str, Any]:
         "batch_handling": "exported at batch 1; the runtime session loops over larger batches",
     }
     if io_q["inputs"] or io_q["outputs"]:
+        if integers := _integer_inputs(inputs):
+            io_q["integer_inputs"] = integers  # so device code knows these take ids, not quantized floats
         details["io_quantization"] = io_q
     names_ok = [d["name"] for d in inputs] == [s.name for s in job.inputs] and [d["name"] for d in outputs] == list(job.output_names)
     if not names_ok:
@@ -277,6 +326,10 @@ def _candidate(ctx: _Context, variant: str, make: Recipe) -> tuple[Any, dict[str
         raise _Dropped(problem)
     if job.profile.device.kind == "microcontroller":
         details["micro"] = micro.check(data, job.profile.name)
+        if ctx.rewrites:
+            details["micro"]["rewrites"] = list(ctx.rewrites)
+    if ctx.rewrites:
+        config["rewrites"] = list(ctx.rewrites)
     config.update(precision=request.precision, io=request.io, export_batch=1)
     path = job.workdir / f"{job.stem}.{variant}.tflite"
     atomic_write_bytes(path, data)
@@ -285,7 +338,40 @@ def _candidate(ctx: _Context, variant: str, make: Recipe) -> tuple[Any, dict[str
     except (EdgekitError, ValueError) as exc:
         path.unlink(missing_ok=True)
         raise _Dropped(f"LiteRT cannot run it: {exc}") from None
+    if "arena_bytes" in details.get("micro", {}) and details["micro"].get("method", "").startswith("measured"):
+        try:
+            details["micro"]["tflm_vs_litert"] = _tflm_vs_litert(ctx, path, data, details["micro"]["arena_bytes"])
+        except EdgekitError:
+            path.unlink(missing_ok=True)
+            raise
     return path, config, details
+
+
+# Samples run through TFLite Micro and LiteRT to compare them; TFLM's reference kernels are slow in Python.
+TFLM_CHECK_SAMPLES = 32
+
+
+def _tflm_vs_litert(ctx: _Context, path: Any, data: bytes, arena_bytes: int) -> dict[str, Any]:
+    """Run calibration samples in TFLite Micro at the measured arena and compare with LiteRT.
+
+    The pipeline validates accuracy in LiteRT; this shows the device's own
+    runtime computes the same thing. A TFLM failure here is a model the
+    microcontroller cannot run, so it raises UnsupportedModelError.
+    """
+    from edgekit.backends.tflite.runtime import open_session
+
+    samples = ctx.torch_samples()[:TFLM_CHECK_SAMPLES]
+    feeds = {name: np.concatenate([s[name].numpy() for s in samples]) for name in samples[0]}
+    with open_session(path) as session:
+        litert = session.run(feeds)
+    try:
+        tflm = micro.run(data, feeds, arena_bytes)
+    except RuntimeError as exc:
+        raise UnsupportedModelError(
+            f"TFLite Micro cannot run the model for target '{ctx.target}': {exc}",
+            "Use full-integer (int8) quantization with int8 I/O, or replace the op the message names",
+        ) from None
+    return micro.agreement(tflm, litert, data)
 
 
 class _Dropped(Exception):
@@ -297,6 +383,31 @@ def _reason(exc: BaseException) -> str:
         return exc.problem  # the fix is given once, by the error build() raises
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text and not isinstance(exc, _Dropped) else text
+
+
+def _time_against_fp32(ctx: _Context, made: list[tuple[str, Any, dict[str, Any], dict[str, Any]]]) -> None:
+    """Time the float model and every candidate in one interleaved run; add ``details["vs_fp32"]``.
+
+    The float model is written beside the candidates but is not one. A
+    timing failure leaves the candidates without the figure (the selection
+    then falls back to whatever FP32 latency the pipeline has) rather than
+    failing the build: the candidates themselves already ran.
+    """
+    job = ctx.job
+    reference = job.workdir / f"{job.stem}.fp32-reference.tflite"
+    feeds = {name: t.detach().cpu().numpy() for name, t in ctx.inputs.items()}
+    try:
+        atomic_write_bytes(reference, ctx.float_model())
+        timing = fp32_timing.interleaved([reference] + [path for _, path, _, _ in made], feeds)
+    except (EdgekitError, ValueError) as exc:
+        for _, _, _, details in made:
+            details["vs_fp32"] = {"error": _reason(exc)}
+        return
+    finally:
+        reference.unlink(missing_ok=True)
+    fp32 = timing[0]
+    for (_, _, _, details), own in zip(made, timing[1:]):
+        details["vs_fp32"] = fp32_timing.comparison(own, fp32)
 
 
 def build(job: ExportJob) -> list[Artifact]:
@@ -311,12 +422,24 @@ def build(job: ExportJob) -> list[Artifact]:
         )
     names = [spec.name for spec in job.inputs]
     module = export.NamedIO(job.model, names, job.output_names).eval()
-    ctx = _Context(job, module, export.batch_one(job.example_inputs, names))
+    inputs = export.batch_one(job.example_inputs, names)
+    rewrites: list[str] = []
+    if job.profile.device.kind == "microcontroller":
+        # Rewrites change the numbers a little, so only targets that need them get them;
+        # validation against the original torch model measures what they cost.
+        module, rewrites = micro_rewrite.for_microcontroller(module, inputs, job.profile.name)
+    ctx = _Context(job, module, inputs, tuple(rewrites))
+    if request.precision == "int8":
+        # Static int8 needs calibration data; refuse missing or misshapen data before any
+        # conversion, rather than let the weight-only candidate (which needs none) ship alone.
+        ctx.torch_samples()
 
     made: list[tuple[str, Any, dict[str, Any], dict[str, Any]]] = []
     dropped: dict[str, str] = {}
     errors: list[BaseException] = []
     for spec in RECIPES[request.precision]:
+        if spec.float_io_only and request.io == "int8":
+            continue
         attempts = [spec.make] + ([spec.fallback] if spec.fallback is not None else [])
         reasons = []
         for number, make in enumerate(attempts):
@@ -347,6 +470,9 @@ def build(job: ExportJob) -> list[Artifact]:
                 'Check the model\'s inputs are float tensors that can be quantized, or use io = "float"',
             )
         raise InternalError(f"every TFLite {request.precision} recipe failed for target '{job.profile.name}' ({reasons_text})")
+
+    if request.precision != "fp32" and job.profile.device.kind != "microcontroller":
+        _time_against_fp32(ctx, made)
 
     artifacts = []
     for variant, path, config, details in made:

@@ -16,6 +16,11 @@ reported with ``method = "computed from the graph"``.
 
 Flash is the .tflite size: TFLM executes the flatbuffer in place from flash
 (the interpreter's own code size is not included).
+
+``run(data, feeds, arena_bytes)`` runs samples through TFLM itself (also in a
+child process), so a build can compare TFLM's outputs with LiteRT's: the
+pipeline validates in LiteRT, and TFLM's reference kernels are not the same
+code (see ``agreement``).
 """
 
 from __future__ import annotations
@@ -116,20 +121,52 @@ def computed_arena_bytes(parsed: ParsedModel) -> int:
     return peak + runtime_tensors * _PER_TENSOR_OVERHEAD + _BASE_OVERHEAD
 
 
+def _allocates(tflm: Any, data: bytes, size: int) -> bool:
+    """Whether TFLM allocates ``data`` in a ``size``-byte arena; raises for failures that are not about size."""
+    try:
+        tflm.Interpreter.from_bytes(data, arena_size=size)
+        return True
+    except RuntimeError as exc:
+        # Too small an arena fails as "failed to allocate tensors", or at some
+        # sizes as "All temp buffers must be freed before ResetTempAllocations()".
+        if "allocat" in str(exc).lower():
+            return False
+        raise
+
+
+def _allocates_isolated(tflm: Any, data: bytes, size: int) -> bool:
+    """``_allocates`` in a forked process: TFLM sometimes crashes on a too-small arena instead of failing.
+
+    Measured: an int8 MLP that needs 4096 bytes segfaulted at 2496 (after
+    clean "failed to allocate" errors at 2432 and below), which killed the
+    whole bisection. A probe that dies counts as "too small": the search only
+    ever settles on a size that allocated, and that size is proven by a run.
+    """
+    if not hasattr(os, "fork"):
+        return _allocates(tflm, data, size)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the forked probe reports through its exit code only
+        code = 3
+        try:
+            code = 0 if _allocates(tflm, data, size) else 1
+        except BaseException:
+            code = 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        return False
+    if os.WEXITSTATUS(status) == 2:
+        return _allocates(tflm, data, size)  # re-raise the error here, with its message
+    return os.WEXITSTATUS(status) == 0
+
+
 def measure_arena(data: bytes) -> dict[str, Any]:
     """Smallest arena TFLM runs ``data`` in, by bisection (run inside this process: call via a child)."""
     from tflite_micro.python.tflite_micro import runtime as tflm
 
     def works(size: int) -> bool:
-        try:
-            tflm.Interpreter.from_bytes(data, arena_size=size)
-            return True
-        except RuntimeError as exc:
-            # Too small an arena fails as "failed to allocate tensors", or at some
-            # sizes as "All temp buffers must be freed before ResetTempAllocations()".
-            if "allocat" in str(exc).lower():
-                return False
-            raise
+        return _allocates_isolated(tflm, data, size)
 
     high = 4096
     while not works(high):
@@ -153,25 +190,116 @@ def measure_arena(data: bytes) -> dict[str, Any]:
     return {"arena_bytes": int(high)}
 
 
+def run_samples(data: bytes, arena_bytes: int, inputs: list[np.ndarray], count: int) -> list[np.ndarray]:
+    """Run ``count`` batch-1 samples in TFLM (run inside this process: call via a child).
+
+    ``inputs`` holds one array per model input, in graph order and model
+    dtypes, with ``count`` samples along axis 0; returns raw outputs likewise.
+    """
+    from tflite_micro.python.tflite_micro import runtime as tflm
+
+    interpreter = tflm.Interpreter.from_bytes(data, arena_size=arena_bytes)
+    _, described = io_description(parse(data))
+    outputs: list[list[np.ndarray]] = [[] for _ in described]
+    for i in range(count):
+        for k, array in enumerate(inputs):
+            interpreter.set_input(np.ascontiguousarray(array[i : i + 1]), k)
+        interpreter.invoke()
+        for k, slot in enumerate(outputs):
+            slot.append(np.array(interpreter.get_output(k)))
+    return [np.concatenate(slot, axis=0) for slot in outputs]
+
+
+def _child(args: list[str], timeout: float = 600) -> tuple[int, str, str]:
+    """Run ``python -m edgekit.backends.tflite.micro ARGS``; returns (exit code, stdout, stderr)."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[3])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgekit.backends.tflite.micro", *args], capture_output=True, env=env, timeout=timeout
+    )
+    return proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
+
+
+def _last_error(code: int, stderr: str) -> str:
+    tail = stderr.strip().splitlines()[-1:] or [f"exit code {code}"]
+    return tail[0][:300]
+
+
 def _measure_in_child(data: bytes) -> dict[str, Any]:
     """Run ``measure_arena`` in a child process so a TFLM crash cannot take the build down."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.tflite"
         path.write_bytes(data)
-        env = dict(os.environ)
-        root = str(Path(__file__).resolve().parents[3])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-        proc = subprocess.run(
-            [sys.executable, "-m", "edgekit.backends.tflite.micro", str(path)],
-            capture_output=True,
-            env=env,
-            timeout=600,
-        )
-    lines = [ln for ln in proc.stdout.decode("utf-8", "replace").splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
-        return {"error": tail[0][:300]}
+        code, stdout, stderr = _child([str(path)])
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
+    if code != 0 or not lines:
+        return {"error": _last_error(code, stderr)}
     return json.loads(lines[-1])
+
+
+def _to_model_dtype(value: np.ndarray, described: dict[str, Any]) -> np.ndarray:
+    """A feed in the tensor's dtype: float quantized with its scale and zero point, integers cast."""
+    dtype = np.dtype(described["dtype"])
+    q = described["quantization"]
+    if q is not None and np.issubdtype(dtype, np.integer) and np.issubdtype(value.dtype, np.floating):
+        info = np.iinfo(dtype)
+        value = np.clip(np.round(value / q["scale"]) + q["zero_point"], info.min, info.max)
+    return np.ascontiguousarray(value, dtype=dtype)
+
+
+def _from_model_dtype(value: np.ndarray, described: dict[str, Any]) -> np.ndarray:
+    q = described["quantization"]
+    if q is not None and np.issubdtype(value.dtype, np.integer):
+        return ((value.astype(np.float32) - np.float32(q["zero_point"])) * np.float32(q["scale"])).astype(np.float32)
+    return value
+
+
+def run(data: bytes, feeds: dict[str, np.ndarray], arena_bytes: int) -> list[np.ndarray]:
+    """Run a batch of ``feeds`` (keyed by signature input name) in TFLite Micro, in a child process.
+
+    Same contract as ``Session.run``: float feeds for int8 inputs are
+    quantized, int8 outputs dequantized to float32, outputs in graph order.
+    Raises RuntimeError with TFLM's last message if the child fails.
+    """
+    inputs, outputs = io_description(parse(data))
+    missing = [d["name"] for d in inputs if d["name"] not in feeds]
+    if missing:
+        raise KeyError(f"no data for model input '{missing[0]}'")
+    arrays = [_to_model_dtype(np.asarray(feeds[d["name"]]), d) for d in inputs]
+    count = len(arrays[0]) if arrays else 0
+    with tempfile.TemporaryDirectory() as tmp:
+        model, feeds_path, out_path = Path(tmp) / "model.tflite", Path(tmp) / "feeds.npz", Path(tmp) / "out.npz"
+        model.write_bytes(data)
+        np.savez(feeds_path, **{f"input{k}": a for k, a in enumerate(arrays)})
+        code, _, stderr = _child([str(model), "--run", str(int(arena_bytes)), str(feeds_path), str(out_path)])
+        if code != 0 or not out_path.exists():
+            raise RuntimeError(_last_error(code, stderr))
+        with np.load(out_path) as saved:
+            raw = [saved[f"output{k}"] for k in range(len(outputs))]
+    return [_from_model_dtype(value, d) for value, d in zip(raw, outputs)]
+
+
+def agreement(tflm: list[np.ndarray], litert: list[np.ndarray], data: bytes) -> dict[str, Any]:
+    """How closely TFLM's outputs match LiteRT's on the same samples.
+
+    ``max_abs_diff_lsb`` is per output in units of the output's quantization
+    step (1 = one int8 step apart; float outputs report it in absolute terms
+    under ``max_abs_diff``); ``top1_agreement`` compares the first output's
+    argmax, which is what classification accuracy reads.
+    """
+    _, outputs = io_description(parse(data))
+    facts: dict[str, Any] = {"samples": int(len(tflm[0])) if tflm else 0, "outputs": {}}
+    for got, want, d in zip(tflm, litert, outputs):
+        diff = float(np.max(np.abs(got.astype(np.float32) - want.astype(np.float32)))) if got.size else 0.0
+        entry: dict[str, Any] = {"max_abs_diff": diff}
+        if d["quantization"] is not None:
+            entry["max_abs_diff_lsb"] = round(diff / d["quantization"]["scale"], 3)
+        facts["outputs"][d["name"]] = entry
+    if tflm and tflm[0].ndim >= 2:
+        first_got, first_want = tflm[0].reshape(len(tflm[0]), -1), litert[0].reshape(len(litert[0]), -1)
+        facts["top1_agreement"] = float(np.mean(first_got.argmax(1) == first_want.argmax(1)))
+    return facts
 
 
 def check(data: bytes, target: str) -> dict[str, Any]:
@@ -186,8 +314,8 @@ def check(data: bytes, target: str) -> dict[str, Any]:
         raise UnsupportedModelError(
             f"op{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
             f"{'are' if len(missing) > 1 else 'is'} not in the TFLite Micro op set, so target '{target}' cannot run this model",
-            "Replace the op in the model (e.g. GELU -> ReLU, or a tanh approximation built from supported ops), "
-            "or target a device with the full LiteRT runtime",
+            "Replace the op in the model with ops TFLite Micro has kernels for (edgekit already rewrites GELU "
+            "for microcontrollers; other ops it cannot rewrite), or target a device with the full LiteRT runtime",
         )
     result: dict[str, Any] = {"flash_bytes": len(data)}
     if tflite_micro_available():
@@ -211,10 +339,17 @@ def check(data: bytes, target: str) -> dict[str, Any]:
 
 
 def _main(argv: list[str]) -> int:
+    """``MODEL``: print the measured arena as JSON. ``MODEL --run ARENA FEEDS.npz OUT.npz``: run samples."""
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # TFLM prints to stdout; keep our JSON line clean
     data = Path(argv[0]).read_bytes()
     try:
+        if len(argv) == 5 and argv[1] == "--run":
+            with np.load(argv[3]) as saved:
+                arrays = [saved[f"input{k}"] for k in range(len(saved.files))]
+            outputs = run_samples(data, int(argv[2]), arrays, len(arrays[0]) if arrays else 0)
+            np.savez(argv[4], **{f"output{k}": o for k, o in enumerate(outputs)})
+            return 0
         result = measure_arena(data)
     except Exception as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)

@@ -60,14 +60,19 @@ def test_fp16_weights_are_float16() -> None:
     assert census.get("fp16", 0) > 10 * census.get("fp32", 0)  # only the biases stay fp32
 
 
-def test_int8_returns_both_recipes_with_float_io() -> None:
+def test_int8_returns_both_static_recipes_and_weight_only_with_float_io() -> None:
     artifacts = built("cnn", "int8")
     _check_common(artifacts, "int8")
     variants = by_variant(artifacts)
-    assert set(variants) == {"pt2e-static", "aeq-static"}, {a.variant: a.details.get("dropped") for a in artifacts}
+    assert set(variants) == {"pt2e-static", "aeq-static", "aeq-weight-only-wi8"}, {a.variant: a.details.get("dropped") for a in artifacts}
     c = case("cnn")
     (want,) = c.reference()
-    for artifact in artifacts:
+    weight_only = variants["aeq-weight-only-wi8"]
+    (got,) = run(weight_only, c.test)
+    assert agreement(got, want) >= 0.99 and weight_only.details["io"] == "float"
+    assert weight_only.details["weights"]["by_op"]["CONV_2D"]["int8"] == 1152
+    assert weight_only.config["compute"].startswith("float32")
+    for artifact in (variants["pt2e-static"], variants["aeq-static"]):
         (got,) = run(artifact, c.test)
         assert artifact.details["io"] == "float"  # PT2E's int8 I/O is wrapped back to float
         assert agreement(got, want) >= 0.95, artifact.variant
@@ -177,12 +182,25 @@ def test_op_litert_cannot_lower_names_op_module_and_target() -> None:
 
 
 def test_microcontroller_refuses_op_outside_tflite_micro() -> None:
+    # GELU is rewritten for microcontrollers (test_tflite_micro_rewrite.py); SIGN has no rewrite.
     from edgekit.backends.tflite.build import build
 
     with pytest.raises(UnsupportedModelError) as caught:
-        build(job("gelu", "int8", io="int8", kind="microcontroller"))
+        build(job("sign", "int8", io="int8", kind="microcontroller"))
     message = str(caught.value)
-    assert "GELU" in message and "TFLite Micro" in message and "test-mcu" in message
+    assert "SIGN is not in the TFLite Micro op set" in message and "test-mcu" in message
+    assert "Replace the op" in message and "Traceback" not in message
+
+
+def test_int8_candidates_are_timed_against_fp32_in_one_run() -> None:
+    for artifact in built("cnn", "int8"):
+        timing = artifact.details["vs_fp32"]
+        assert timing["latency_vs_fp32"] > 0 and timing["fp32_latency_p50_ms"] > 0 and timing["latency_p50_ms"] > 0
+        assert 0.0 <= timing["rounds_faster"] <= 1.0 and timing["runs"] >= 30
+        assert timing["method"].startswith("interleaved with the FP32 model")
+    assert not list(built("cnn", "int8")[0].path.parent.glob("*fp32-reference*"))  # the reference is not left behind
+    for artifact in built("cnn", "int8", io="int8", kind="microcontroller"):
+        assert "vs_fp32" not in artifact.details  # host speed says nothing about a microcontroller
 
 
 def test_full_integer_io_needs_int8_precision() -> None:

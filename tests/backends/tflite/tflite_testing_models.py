@@ -99,6 +99,45 @@ class GeluMLP(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+class WithSign(nn.Module):
+    """Converts to TFLite with a SIGN op: LiteRT runs it, TFLite Micro has no kernel and no rewrite exists."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(12, 8)
+        self.fc2 = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.sign(self.fc1(x)))
+
+
+class TinyEncoder(nn.Module):
+    """Transformer-style encoder on (N, 4, 6) token features -> 3 scores.
+
+    Linear embedding + positions, LayerNorm, hand-written attention (matmul,
+    softmax), a GELU MLP (``nn.GELU``) and a functional ``F.gelu`` before the
+    pool: both GELU forms TFLite Micro needs rewritten.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(6, 16)
+        self.pos = nn.Parameter(0.1 * torch.randn(1, 4, 16))
+        self.norm1 = nn.LayerNorm(16)
+        self.q, self.k, self.v, self.out = (nn.Linear(16, 16) for _ in range(4))
+        self.norm2 = nn.LayerNorm(16)
+        self.mlp = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 16))
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.embed(tokens) + self.pos
+        x = self.norm1(h)
+        attention = torch.softmax(self.q(x) @ self.k(x).transpose(1, 2) * 0.25, dim=-1)
+        h = h + self.out(attention @ self.v(x))
+        h = h + self.mlp(self.norm2(h))
+        return self.head(nn.functional.gelu(h).mean(dim=1))
+
+
 def cnn_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Structured images: the class is the bright quadrant, plus noise."""
     rng = np.random.default_rng(seed)
@@ -130,7 +169,9 @@ def trained_cnn() -> SmallCNN:
 @functools.cache
 def seeded(model_name: str) -> nn.Module:
     torch.manual_seed(1)
-    return {"mlp": MLP, "two": TwoInput, "median": WithMedian, "gelu": GeluMLP}[model_name]().eval()
+    models = {"mlp": MLP, "two": TwoInput, "median": WithMedian, "gelu": GeluMLP, "tinyformer": TinyEncoder,
+              "sign": WithSign}
+    return models[model_name]().eval()
 
 
 @dataclass(frozen=True)
@@ -173,6 +214,10 @@ def case(name: str) -> Case:
             {"input_ids": ids[:64], "attention_mask": mask[:64]},
             {"input_ids": ids[64:], "attention_mask": mask[64:]},
         )
+    if name == "tinyformer":
+        tokens = rng.normal(size=(160, 4, 6)).astype(np.float32)
+        spec = (TensorSpec("tokens", (None, 4, 6), "float32"),)
+        return Case(seeded(name), spec, ("scores",), {"tokens": tokens[:96]}, {"tokens": tokens[96:]})
     x = rng.normal(size=(160, 12)).astype(np.float32)
     return Case(seeded(name), (TensorSpec("features", (None, 12), "float32"),), ("scores",), {"features": x[:96]}, {"features": x[96:]})
 
