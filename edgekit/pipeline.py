@@ -319,6 +319,7 @@ class Build:
     # ---------------------------------------------------------- run
     def run(self) -> BuildResult:
         output = ensure_writable_dir(self.inputs.output)
+        earlier = _listed_files(output)
         # An old manifest would list files this run is about to replace.
         (output / MANIFEST_NAME).unlink(missing_ok=True)
         self.work = output / WORK_DIR
@@ -361,6 +362,7 @@ class Build:
             targets.append(target)
         manifest = self._manifest(targets, artifacts)
         write_manifest(output, manifest)
+        _remove_stale(output, earlier - _listed_in(manifest))
         self.reporter.step("writing report.html")
         from edgekit.report import write_report
 
@@ -400,6 +402,45 @@ class Build:
             "targets": targets,
             "artifacts": artifacts,
         }
+
+
+def _listed_in(manifest: dict[str, Any]) -> set[str]:
+    """Relative paths of the artifacts and reports a manifest lists."""
+    paths = set()
+    for artifact in manifest.get("artifacts", []):
+        if isinstance(artifact, dict):
+            paths.update(str(artifact[key]) for key in ("path", "report") if isinstance(artifact.get(key), str))
+    return paths
+
+
+def _listed_files(output: Path) -> set[str]:
+    """What an earlier build's manifest in ``output`` listed (empty when there is none or it is unreadable)."""
+    try:
+        earlier = json.loads((output / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    return _listed_in(earlier) if isinstance(earlier, dict) else set()
+
+
+def _remove_stale(output: Path, relative_paths: set[str]) -> None:
+    """Delete files an earlier build wrote that this build no longer ships (a target or precision dropped).
+
+    Only paths the earlier manifest listed, and only inside ``output``: a
+    rebuild never deletes what edgekit did not write.
+    """
+    root = output.resolve()
+    for relative in relative_paths:
+        path = (output / relative).resolve()
+        if not path.is_relative_to(root) or path == root:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        parent = path.parent
+        while parent != root and parent.is_relative_to(root) and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()  # drop a target folder left empty
+            parent = parent.parent
 
 
 def resolve_inputs(

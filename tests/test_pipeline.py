@@ -119,6 +119,25 @@ def test_compression_without_training_data_is_refused_before_work(tiny_cnn, tmp_
         resolve_inputs(load_build_config(config_file), [], None, None)
 
 
+def test_a_rebuild_removes_what_the_earlier_build_shipped_and_this_one_does_not(tiny_cnn, tmp_path: Path) -> None:
+    from edgekit.config import ArtifactRequest
+
+    def fp32_only(inputs: BuildInputs) -> BuildInputs:
+        only = [ArtifactRequest(format="onnx", precision="fp32")]
+        inputs.targets = [t.model_copy(update={"artifacts": only}) for t in inputs.targets]
+        return inputs
+
+    out = tmp_path / "out"
+    first = Build(fp32_only(_inputs(tiny_cnn, out, targets=("jetson-orin-nano", "raspberry-pi-5")))).run().manifest
+    mine = out / "keep-me.txt"
+    mine.write_text("not edgekit's")
+    Build(fp32_only(_inputs(tiny_cnn, out, targets=("raspberry-pi-5",)))).run()
+    assert all(a["target"] == "raspberry-pi-5" for a in json.loads((out / "manifest.json").read_text())["artifacts"])
+    assert any(a["target"] == "jetson-orin-nano" for a in first["artifacts"])
+    assert not (out / "jetson-orin-nano").exists()  # its artifacts and reports were listed, so they went
+    assert (out / "raspberry-pi-5").is_dir() and mine.read_text() == "not edgekit's"
+
+
 def test_tflite_candidates_are_chosen_by_their_speed_against_fp32(tiny_cnn, tmp_path: Path) -> None:
     from edgekit.config import ArtifactRequest
     from edgekit.select import SAME_SPEED
