@@ -33,7 +33,7 @@ class StrictModel(BaseModel):
 
 
 # Below StrictModel on purpose: compress.config subclasses it (see edgekit/compress/__init__.py).
-from edgekit.compress.config import DistillConfig, PruneConfig  # noqa: E402
+from edgekit.compress.config import DistillConfig, PruneConfig, SearchSpace  # noqa: E402
 
 
 class Budgets(StrictModel):
@@ -101,6 +101,7 @@ class TargetProfile(StrictModel):
     device: Device
     artifacts: list[ArtifactRequest] = Field(min_length=1)
     budgets: Budgets = Budgets()
+    search: SearchSpace | None = Field(None, description="what `build --auto` may try for this device")
     source: str | None = Field(None, description="file the profile was read from (set by the loader)")
 
     @model_validator(mode="after")
@@ -155,6 +156,7 @@ class TargetOverride(StrictModel):
 
     budgets: Budgets | None = None
     artifacts: list[ArtifactRequest] | None = None
+    search: SearchSpace | None = None
 
 
 class BuildSection(StrictModel):
@@ -176,6 +178,7 @@ class BuildConfig(StrictModel):
     overrides: dict[str, TargetOverride] = Field(default_factory=dict)
     prune: PruneConfig | None = Field(None, description="prune the model before export (edgekit.compress)")
     distill: DistillConfig | None = Field(None, description="distill the model into a student before export")
+    search: SearchSpace | None = Field(None, description="budget-driven search, applied over every profile's [search]")
     base_dir: Path = Field(Path("."), exclude=True)
 
     def resolve(self, relative: str | None) -> Path | None:
@@ -262,11 +265,25 @@ def apply_overrides(profile: TargetProfile, config: BuildConfig | None) -> Targe
         return profile
     budgets = profile.budgets.merged(config.budgets)
     artifacts = profile.artifacts
+    search = _merge_search(profile.search, config.search)
     override = config.overrides.get(profile.name)
     if override is not None:
         budgets = budgets.merged(override.budgets)
         artifacts = override.artifacts or artifacts
-    return profile.model_copy(update={"budgets": budgets, "artifacts": artifacts})
+        search = _merge_search(search, override.search)
+    return profile.model_copy(update={"budgets": budgets, "artifacts": artifacts, "search": search})
+
+
+def _merge_search(base: SearchSpace | None, override: SearchSpace | None) -> SearchSpace | None:
+    if base is None:
+        return override
+    return base.merged(override)
+
+
+def with_search_on(profile: TargetProfile) -> TargetProfile:
+    """The profile with its search switched on (``--auto``), using the default space if it has none."""
+    space = (profile.search or SearchSpace()).model_copy(update={"auto": True})
+    return profile.model_copy(update={"search": space})
 
 
 def load_build_config(path: Path) -> BuildConfig:
@@ -279,7 +296,9 @@ def load_build_config(path: Path) -> BuildConfig:
             f"invalid build config {_format_validation_error(exc, str(path))}",
             "Fix the config; see README.md for the keys it accepts",
         ) from None
-    unknown = [name for name in config.overrides if name not in available_profiles() and name not in config.build.targets]
+    # A target given as a profile file is overridden by the file's stem (profiles are named after their files).
+    listed = {*config.build.targets, *(Path(t).stem for t in config.build.targets if t.endswith(".toml"))}
+    unknown = [name for name in config.overrides if name not in available_profiles() and name not in listed]
     if unknown:
         raise ConfigError(
             f"{path}: [overrides] names targets that are neither shipped nor listed in build.targets: {', '.join(unknown)}",

@@ -14,6 +14,7 @@ Order of work:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import hashlib
 import importlib.metadata
@@ -22,7 +23,7 @@ import platform
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -35,6 +36,9 @@ from edgekit.native_output import native_stderr_to
 from edgekit.release.manifest import MANIFEST_NAME, SCHEMA_VERSION, write_manifest
 from edgekit.select import Measured, choose
 from edgekit.validate import check_budgets, evaluate, measure_latency
+
+if TYPE_CHECKING:
+    from edgekit.variants import ModelVariant
 
 WORK_DIR = ".work"
 # Packages whose versions a manifest records when installed.
@@ -107,15 +111,41 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
-def _request_key(request: ArtifactRequest, profile: TargetProfile) -> str:
+def _request_key(request: ArtifactRequest, profile: TargetProfile, model_variant: str) -> str:
     """Requests with equal keys build identical artifacts, so targets share them.
 
     Device facts that change conversion (Core ML deployment target, the
-    microcontroller op set) are part of the key.
+    microcontroller op set) and the model variant are part of the key.
     """
     relevant = {"request": request.model_dump(mode="json"), "min_ios": profile.device.min_ios,
-                "micro": profile.device.kind == "microcontroller"}
+                "micro": profile.device.kind == "microcontroller", "model": model_variant}
     return json.dumps(relevant, sort_keys=True)
+
+
+def searched(profile: TargetProfile) -> bool:
+    """Whether the build searches this target's space instead of building its artifact list."""
+    return profile.search is not None and profile.search.auto
+
+
+def search_requests(profile: TargetProfile) -> dict[str, list[ArtifactRequest]]:
+    """Per format the profile names, the requests its search tries: every allowed precision.
+
+    Full-integer I/O (microcontrollers) exists only at int8, so such a request
+    keeps its precision. A request's ``options`` stay with its own precision.
+    """
+    space = profile.search
+    assert space is not None
+    plan: dict[str, dict[str, ArtifactRequest]] = {}
+    for request in profile.artifacts:
+        plan.setdefault(request.format, {})
+        allowed = backends.info(request.format).precisions
+        precisions = [request.precision] if request.io != "float" else \
+            [p for p in (space.precisions or allowed) if p in allowed]
+        for precision in precisions:
+            candidate = request if precision == request.precision else \
+                ArtifactRequest(format=request.format, precision=precision, io=request.io)  # type: ignore[arg-type]
+            plan.setdefault(request.format, {}).setdefault(candidate.label, candidate)
+    return {fmt: list(requests.values()) for fmt, requests in plan.items()}
 
 
 def _artifact_name(stem: str, request: ArtifactRequest) -> str:
@@ -169,37 +199,60 @@ class Build:
             raise DataError(f"{self.inputs.data_path} has no integer labels 'y'", "Add labels or set data.task = 'embedding'")
         self.split: Split = split(dataset, data_section.calibration_size, data_section.eval_size, data_section.seed)
         self.reporter.step("running the FP32 torch reference")
-        self.reference, default_names = model_loading.run_reference(self.model, self.split.evaluation)
-        self.output_names = tuple(section.outputs) if section.outputs else (self.model.output_names or default_names)
+        from edgekit.variants import BASE, make_variant
+
+        self.base = make_variant(BASE, self.model, self.split, self.compression)
+        self.reference = self.base.reference
+        self.output_names = tuple(section.outputs) if section.outputs else (self.model.output_names or self.base.default_output_names)
         if len(self.output_names) != len(self.reference):
             raise InputError(
                 f"model.outputs names {len(self.output_names)} output(s) but the model returns {len(self.reference)}",
                 "List one name per returned tensor, in order",
             )
         self.reference_metrics: dict[str, float] = {}
-        if self.split.evaluation.labelled:
+        if self.base.accuracy is not None:
             from edgekit.validate import accuracy
 
-            self.reference_metrics["accuracy"] = accuracy(self.reference, self.split.evaluation.y)  # type: ignore[arg-type]
+            self.reference_metrics["accuracy"] = self.base.accuracy
             # Budgets measure conversion against the (compressed) model; what compression cost is recorded apart.
             if self.compression:
                 before, _ = model_loading.run_reference(self.uncompressed, self.split.evaluation)
                 self.reference_metrics["uncompressed_accuracy"] = accuracy(before, self.split.evaluation.y)  # type: ignore[arg-type]
-        first = self.split.calibration.take(np.arange(min(2, len(self.split.calibration))))
-        self.example_inputs = model_loading.to_torch(first.inputs, self.model.input_names)
-        from edgekit.estimate import count_macs, count_parameters
-
-        batch1 = tuple(t[:1] for t in self.example_inputs)
-        self.macs = count_macs(self.model.module, batch1)
-        self.parameters = count_parameters(self.model.module)
         self.input_specs = tuple(
             backends.TensorSpec(name, (None, *arr.shape[1:]), str(arr.dtype if arr.dtype != np.float64 else np.float32))
             for name, arr in self.split.calibration.inputs.items()
         )
+        self.variants: dict[str, ModelVariant] = {BASE: self.base}
+        self.variant_errors: dict[str, str] = {}
+        self._prepare_search_variants()
+
+    def _prepare_search_variants(self) -> None:
+        """Train the compressed variants the searched targets ask for (each once, shared by targets)."""
+        from edgekit.variants import wanted_specs
+
+        specs = wanted_specs([p.search for p in self.inputs.targets if searched(p)])  # type: ignore[misc]
+        if not specs:
+            return
+        from edgekit.compress.stage import ReporterProgress, load_training_data
+        from edgekit.variants import compressed_variants
+
+        train_path = self.config.resolve(self.config.data.train if self.config.data else None)
+        assert train_path is not None  # resolve_inputs refused searches with variants but no training data
+        self.reporter.step(f"training {len(specs)} compressed variant(s) for the search")
+        made, failed = compressed_variants(self.base, specs, load_training_data(self.model, train_path), self.split,
+                                           self.config.base_dir, ReporterProgress(self.reporter))
+        for name, variant in made.items():
+            if len(variant.reference) != len(self.reference):
+                failed[name] = f"returns {len(variant.reference)} outputs, the model {len(self.reference)}"
+            else:
+                self.variants[name] = variant
+        self.variant_errors.update(failed)
+        for name, why in failed.items():
+            self.reporter.note(f"search variant {name} left out: {why}")
 
     # ---------------------------------------------------------- stage 2
-    def _candidates(self, request: ArtifactRequest, profile: TargetProfile) -> CandidateSet:
-        key = _request_key(request, profile)
+    def _candidates(self, request: ArtifactRequest, profile: TargetProfile, variant: ModelVariant) -> CandidateSet:
+        key = _request_key(request, profile, variant.name)
         if key in self.cache:
             return self.cache[key]
         found = CandidateSet()
@@ -209,9 +262,9 @@ class Build:
         workdir.mkdir(parents=True)
         try:
             with native_stderr_to(workdir / "converter.log"):
-                found.artifacts = self._build_candidates(request, profile, workdir)
+                found.artifacts = self._build_candidates(request, profile, workdir, variant)
                 for artifact in found.artifacts:
-                    found.metrics[artifact.variant] = self._measure(artifact)
+                    found.metrics[artifact.variant] = self._measure(artifact, variant)
         except BackendUnavailableError as exc:
             found.skipped = exc.message
         except EdgekitError as exc:
@@ -222,11 +275,16 @@ class Build:
             found.error = InternalError(f"{request.label} failed: {type(exc).__name__}: {str(exc)[:300]}")
         return found
 
-    def _measure(self, artifact: Artifact) -> dict[str, float]:
-        """Accuracy, fidelity and host latency of one candidate, run in its own runtime."""
+    def _measure(self, artifact: Artifact, variant: ModelVariant) -> dict[str, float]:
+        """Accuracy, fidelity and host latency of one candidate, run in its own runtime.
+
+        Fidelity compares with the variant's own FP32 outputs (what conversion
+        cost); accuracy drop with the model as given (what compression and
+        conversion cost together).
+        """
         session = backends.open_session(artifact.path)
         try:
-            metrics = evaluate(session, self.split.evaluation, self.reference, self.reference_metrics.get("accuracy"))
+            metrics = evaluate(session, self.split.evaluation, variant.reference, self.reference_metrics.get("accuracy"))
             # An emulator's speed says nothing about the device's: no number rather than a misleading one.
             if not getattr(session, "emulated", False):
                 metrics.update(measure_latency(session, _first_sample(self.split.evaluation),
@@ -235,11 +293,12 @@ class Build:
             session.close()
         return metrics
 
-    def _build_candidates(self, request: ArtifactRequest, profile: TargetProfile, workdir: Path) -> list[Artifact]:
+    def _build_candidates(self, request: ArtifactRequest, profile: TargetProfile, workdir: Path,
+                          variant: ModelVariant) -> list[Artifact]:
         module = backends.builder(request.format)
         job = backends.ExportJob(
-            model=copy.deepcopy(self.model.module),
-            example_inputs=self.example_inputs,
+            model=copy.deepcopy(variant.model.module),
+            example_inputs=variant.example_inputs,
             inputs=self.input_specs,
             output_names=tuple(self.output_names),
             request=request,
@@ -252,17 +311,81 @@ class Build:
         return module.build(job)
 
     # ---------------------------------------------------------- stage 3
-    def _ship(self, request: ArtifactRequest, profile: TargetProfile, found: CandidateSet) -> dict[str, Any]:
+    def _measured(self, profile: TargetProfile, found: CandidateSet) -> list[Measured]:
+        """Each candidate's metrics with this target's budget checks, in ``found.artifacts`` order."""
         measured = []
-        by_variant = {a.variant: a for a in found.artifacts}
         for artifact in found.artifacts:
             checks = check_budgets(found.metrics[artifact.variant], profile.budgets, artifact.size_bytes, artifact.details,
                                    device_measured=self.config.build.latency_on_host, device_name=profile.name)
             measured.append(Measured(artifact.variant, found.metrics[artifact.variant], checks, artifact.size_bytes,
                                      fp32_ratio=artifact.details.get("vs_fp32", {}).get("latency_vs_fp32")))
-        fp32_latency = self._fp32_latency(request.format)
-        winner, selection = choose(measured, fp32_latency)
-        chosen = by_variant[winner.variant]
+        return measured
+
+    def _ship(self, request: ArtifactRequest, profile: TargetProfile, found: CandidateSet) -> dict[str, Any]:
+        """Choose among one request's candidates and write the winner."""
+        measured = self._measured(profile, found)
+        winner, selection = choose(measured, self._fp32_latency(request.format))
+        chosen = next(a for a in found.artifacts if a.variant == winner.variant)
+        return self._write(request, profile, chosen, winner, selection, self.base)
+
+    def _ship_searched(self, profile: TargetProfile, fmt: str, requests: list[ArtifactRequest],
+                       target: dict[str, Any]) -> dict[str, Any] | None:
+        """Pool every precision × model variant × recipe of ``fmt`` and ship the search's winner.
+
+        Requests that could not be built are listed in the search record; only
+        when none produced a candidate does the target get an error (or a skip
+        message when the backend is not installed).
+        """
+        from edgekit.artifact import gzip_size_bytes
+        from edgekit.compress.search import SearchCandidate
+        from edgekit.compress.search import choose as choose_searched
+
+        space = profile.search
+        assert space is not None
+        if not requests:
+            target["messages"].append(f"{fmt} search: none of the precisions {space.precisions} exists for {fmt}")
+            return None
+        pool: list[SearchCandidate] = []
+        origin: dict[str, tuple[Artifact, ArtifactRequest, ModelVariant]] = {}
+        excluded: list[dict[str, str]] = []
+        problems: list[EdgekitError] = []
+        for spec in space.variants():
+            variant = self.variants.get(spec.name)
+            if variant is None:
+                excluded.append({"candidate": spec.name, "reason": self.variant_errors.get(spec.name, "not made")})
+                continue
+            for request in requests:
+                found = self._candidates(request, profile, variant)
+                label = f"{variant.name}/{request.precision}"
+                if found.skipped or found.error is not None:
+                    why = found.skipped or found.error.message  # type: ignore[union-attr]
+                    excluded.append({"candidate": label, "reason": why})
+                    if found.error is not None:
+                        problems.append(found.error)
+                    continue
+                for artifact, measured in zip(found.artifacts, self._measured(profile, found), strict=True):
+                    candidate = SearchCandidate(variant.name, request.precision, measured, gzip_size_bytes(artifact.path))
+                    pool.append(candidate)
+                    origin[candidate.key] = (artifact, request, variant)
+        if not pool:
+            reasons = "; ".join(f"{e['candidate']}: {e['reason']}" for e in excluded)
+            if problems:
+                worst = max(problems, key=lambda e: e.exit_code)
+                target["errors"].append({"artifact": f"{fmt} (search)", "message": reasons, "exit_code": worst.exit_code})
+            target["messages"].append(f"{fmt} search: no candidate could be built — {reasons}")
+            self.reporter.note(f"{profile.name} {fmt} search: no candidate — {reasons}")
+            return None
+        winner, record = choose_searched(pool, space.objective, excluded, fp32_latency_ms=self._fp32_latency(fmt),
+                                         max_latency_vs_fp32=space.max_latency_vs_fp32)
+        artifact, request, variant = origin[winner.key]
+        measured = winner.measured
+        if "latency_vs_fp32" in record:
+            measured = dataclasses.replace(measured, metrics={**measured.metrics, "latency_vs_fp32": record["latency_vs_fp32"]})
+        return self._write(request, profile, artifact, measured, record, variant, searched=True)
+
+    def _write(self, request: ArtifactRequest, profile: TargetProfile, chosen: Artifact, winner: Measured,
+               selection: dict[str, Any], variant: ModelVariant, searched: bool = False) -> dict[str, Any]:
+        """Copy the chosen candidate into ``OUT/<target>/`` with its JSON report; return its manifest entry."""
         relative = Path(profile.name) / _artifact_name(self.stem, request)
         destination = self.inputs.output / relative
         atomic_copy(chosen.path, destination)
@@ -283,7 +406,18 @@ class Build:
             "checks": [c.as_dict() for c in winner.checks],
             "passed": winner.passed,
         }
-        entry["estimate"] = self._estimate(chosen, request, profile)
+        if variant is not self.base:
+            entry["model_variant"] = variant.name
+            entry["compression"] = variant.compression
+        if searched:
+            entry["search"] = {
+                "objective": selection["objective_used"],
+                "chosen": selection["chosen"],
+                "reason": selection["reason"],
+                "candidates": len(selection["candidates"]),
+                "pareto": sum(1 for row in selection["candidates"] if row["pareto"]),
+            }
+        entry["estimate"] = self._estimate(chosen, request, profile, variant)
         estimated = entry["estimate"].get("latency_ms")
         for check in entry["checks"]:
             if check["budget"] == "max_latency_ms" and check["status"] == "skipped" and estimated is not None:
@@ -292,12 +426,16 @@ class Build:
         for key in ("io_quantization", "micro", "weights", "emulated"):
             if key in chosen.details:
                 entry[key] = chosen.details[key]
-        report = {**entry, "selection": selection, "config": chosen.config, "details": chosen.details,
+        report = {**entry, "config": chosen.config, "details": chosen.details,
                   "reference": self.reference_metrics, "data_split_sha256": self.split.sha256}
+        report["search" if searched else "selection"] = selection
+        if variant is not self.base:
+            report["model_variant_accuracy"] = variant.accuracy
         atomic_write_bytes(self.inputs.output / entry["report"], json.dumps(report, indent=2, sort_keys=True, default=str).encode())
         return entry
 
-    def _estimate(self, artifact: Artifact, request: ArtifactRequest, profile: TargetProfile) -> dict[str, Any]:
+    def _estimate(self, artifact: Artifact, request: ArtifactRequest, profile: TargetProfile,
+                  variant: ModelVariant) -> dict[str, Any]:
         """Roofline latency estimate on the profile's device (labelled as an estimate)."""
         from edgekit.estimate import estimate_latency, weight_bytes
 
@@ -305,18 +443,28 @@ class Build:
             nodes = sum(backends.inspector(request.format).inspect(artifact.path)["ops"].values())
         except EdgekitError:
             nodes = None  # the estimate is still useful without the per-node term
-        return estimate_latency(self.macs, weight_bytes(self.parameters, request.precision), request.precision,
+        return estimate_latency(variant.macs, weight_bytes(variant.parameters, request.precision), request.precision,
                                 profile.device, nodes=nodes)
 
     def _fp32_latency(self, fmt: str) -> float | None:
+        """Host p50 of the model's fastest FP32 candidate in ``fmt``, when this build made one."""
         for key, found in self.cache.items():
-            request = json.loads(key)["request"]
-            if request["format"] == fmt and request["precision"] == "fp32" and found.metrics:
+            facts = json.loads(key)
+            if facts["model"] == self.base.name and facts["request"]["format"] == fmt \
+                    and facts["request"]["precision"] == "fp32" and found.metrics:
                 latencies = [m["latency_p50_ms"] for m in found.metrics.values() if "latency_p50_ms" in m]
                 return min(latencies) if latencies else None
         return None
 
     # ---------------------------------------------------------- run
+    def _plan(self, profile: TargetProfile) -> list[tuple[ArtifactRequest, ModelVariant]]:
+        """Every (request, model) the target needs built: its artifacts, or its whole search space."""
+        if not searched(profile):
+            return [(request, self.base) for request in profile.artifacts]
+        models = [self.variants[s.name] for s in profile.search.variants() if s.name in self.variants]  # type: ignore[union-attr]
+        return [(request, model) for requests in search_requests(profile).values() for request in requests
+                for model in models]
+
     def run(self) -> BuildResult:
         output = ensure_writable_dir(self.inputs.output)
         earlier = _listed_files(output)
@@ -324,38 +472,31 @@ class Build:
         (output / MANIFEST_NAME).unlink(missing_ok=True)
         self.work = output / WORK_DIR
         self._prepare()
-        jobs = [(profile, request) for profile in self.inputs.targets for request in profile.artifacts]
+        jobs = [(profile, request, model) for profile in self.inputs.targets for request, model in self._plan(profile)]
         self.reporter.start(len(jobs))
         # Build FP32 requests first so that other precisions can report their speed-up over FP32.
         order = sorted(jobs, key=lambda job: job[1].precision != "fp32")
-        for profile, request in order:
-            self.reporter.step(f"{profile.name}: {request.label}")
-            self._candidates(request, profile)
+        for profile, request, model in order:
+            where = "" if model is self.base else f" ({model.name})"
+            self.reporter.step(f"{profile.name}: {request.label}{where}")
+            self._candidates(request, profile, model)
             self.reporter.advance()
         artifacts: list[dict[str, Any]] = []
         targets: list[dict[str, Any]] = []
         for profile in self.inputs.targets:
-            target = {"name": profile.name, "profile_sha256": hashlib.sha256(
+            target: dict[str, Any] = {"name": profile.name, "profile_sha256": hashlib.sha256(
                 profile.model_dump_json(exclude={"source"}).encode()).hexdigest(), "messages": [], "errors": []}
-            shipped = 0
-            for request in profile.artifacts:
-                found = self._candidates(request, profile)
-                if found.skipped:
-                    target["messages"].append(f"{request.label}: skipped — {found.skipped}")
-                    self.reporter.note(f"{profile.name} {request.label}: skipped — {found.skipped}")
-                    continue
-                if found.error is not None:
-                    target["messages"].append(f"{request.label}: {found.error.message}")
-                    target["errors"].append({"artifact": request.label, "message": found.error.message,
-                                             "exit_code": found.error.exit_code})
-                    self.reporter.note(f"{profile.name} {request.label}: {found.error.message}")
-                    continue
-                artifacts.append(self._ship(request, profile, found))
-                shipped += 1
+            if searched(profile):
+                for fmt, requests in search_requests(profile).items():
+                    entry = self._ship_searched(profile, fmt, requests, target)
+                    if entry is not None:
+                        artifacts.append(entry)
+            else:
+                artifacts.extend(self._ship_requests(profile, target))
             mine = [a for a in artifacts if a["target"] == profile.name]
             if target["errors"]:
                 target["status"] = "error"
-            elif not shipped:
+            elif not mine:
                 target["status"] = "skipped"
             else:
                 target["status"] = "passed" if all(a["passed"] for a in mine) else "failed"
@@ -371,6 +512,24 @@ class Build:
             shutil.rmtree(self.work, ignore_errors=True)
         return BuildResult(output, manifest)
 
+    def _ship_requests(self, profile: TargetProfile, target: dict[str, Any]) -> list[dict[str, Any]]:
+        """Ship one artifact per request of an unsearched target; record skips and errors on ``target``."""
+        entries = []
+        for request in profile.artifacts:
+            found = self._candidates(request, profile, self.base)
+            if found.skipped:
+                target["messages"].append(f"{request.label}: skipped — {found.skipped}")
+                self.reporter.note(f"{profile.name} {request.label}: skipped — {found.skipped}")
+                continue
+            if found.error is not None:
+                target["messages"].append(f"{request.label}: {found.error.message}")
+                target["errors"].append({"artifact": request.label, "message": found.error.message,
+                                         "exit_code": found.error.exit_code})
+                self.reporter.note(f"{profile.name} {request.label}: {found.error.message}")
+                continue
+            entries.append(self._ship(request, profile, found))
+        return entries
+
     def _manifest(self, targets: list[dict[str, Any]], artifacts: list[dict[str, Any]]) -> dict[str, Any]:
         section = self.config.model
         evaluation = self.split.evaluation
@@ -385,8 +544,8 @@ class Build:
                 "inputs": [s.as_dict() for s in self.input_specs],
                 "outputs": list(self.output_names),
                 "compression": self.compression,
-                "macs": self.macs,
-                "parameters": self.parameters,
+                "macs": self.base.macs,
+                "parameters": self.base.parameters,
             },
             "toolkit": {"edgekit": __version__, "python": platform.python_version(), "versions": tool_versions()},
             "data": {
@@ -448,14 +607,27 @@ def resolve_inputs(
     target_names: list[str],
     data: Path | None,
     output: Path | None,
+    auto: bool = False,
 ) -> BuildInputs:
-    """Apply flags over the config and load every profile; all errors surface before any work."""
-    from edgekit.config import apply_overrides, load_profile
+    """Apply flags over the config and load every profile; all errors surface before any work.
+
+    ``auto`` (``--auto``) searches every target, with its profile's
+    ``[search]`` table or the default space.
+    """
+    from edgekit.config import apply_overrides, load_profile, with_search_on
 
     names = target_names or config.build.targets
     if not names:
         raise InputError("no targets given", "Pass --target NAME (repeatable) or list build.targets in the config")
     profiles = [apply_overrides(load_profile(name), config) for name in dict.fromkeys(names)]
+    if auto:
+        profiles = [with_search_on(profile) for profile in profiles]
+    trains = [p.name for p in profiles if searched(p) and len(p.search.variants()) > 1]  # type: ignore[union-attr]
+    if trains and (config.data is None or config.data.train is None):
+        raise InputError(f"the search for {', '.join(trains)} tries compressed variants, which train on data, "
+                         "but the config names no training data",
+                         "Set [data] train = 'train.npz' (inputs plus integer labels 'y'), or drop width / sparsity / "
+                         "macs_ratio from [search]")
     data_path = data or (config.resolve(config.data.path) if config.data else None)
     if data_path is None:
         raise InputError("no data given", "Pass --data DATA.npz or set [data] path in the config")

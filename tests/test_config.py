@@ -104,3 +104,59 @@ def test_build_config_refuses_unknown_keys_and_two_model_sources(tmp_path: Path)
         load_build_config(config_file)
     assert "data.colour" in err.value.message
     assert "exactly one of model.path and model.factory" in err.value.message
+
+
+# ------------------------------------------------------------------ [search]
+
+
+def _search_config(tmp_path: Path, table: str) -> Path:
+    config_file = tmp_path / "edgekit.toml"
+    config_file.write_text(f'[model]\npath = "a.pt2"\n[data]\npath = "d.npz"\n{table}')
+    return config_file
+
+
+def test_search_tables_merge_profile_then_config_then_override(tmp_path: Path) -> None:
+    profile_file = tmp_path / "device.toml"
+    profile_file.write_text(
+        'name = "device"\ndescription = "d"\n[device]\nkind = "sbc"\narch = "aarch64"\ncores = 4\nram_mb = 1024\n'
+        '[[artifacts]]\nformat = "onnx"\nprecision = "int8"\n'
+        '[search]\nauto = true\nprecisions = ["fp32", "int8"]\n'
+    )
+    config = load_build_config(_search_config(
+        tmp_path, '[build]\ntargets = ["device.toml"]\n[search]\nsparsity = [0.5, 0.8]\nobjective = "download"\n[search.train]\nepochs = 3\n'
+                  '[overrides.device.search]\nwidth = [0.5]\n'))
+    from edgekit.config import parse_profile, read_toml
+
+    profile = apply_overrides(parse_profile(read_toml(profile_file, "profile"), str(profile_file)), config)
+    space = profile.search
+    assert space.auto and space.precisions == ["fp32", "int8"]  # from the profile
+    assert space.objective == "download" and space.sparsity == [0.5, 0.8] and space.train.epochs == 3  # config
+    assert space.width == [0.5]  # per-target override
+    names = [v.name for v in space.variants()]
+    assert names == ["model", "pruned-s0.5", "pruned-s0.8", "student-w0.5", "student-w0.5+pruned-s0.5",
+                     "student-w0.5+pruned-s0.8"]
+    distill, prune = space.variants()[-1].stages(space.train)
+    assert distill.width == 0.5 and prune.method == "unstructured" and prune.sparsity == 0.8 and prune.epochs == 3
+
+
+@pytest.mark.parametrize("table, message", [
+    ("[search]\nsparsity = [1.2]\n", "search.sparsity.0"),
+    ("[search]\nmacs_ratio = [0.0]\n", "search.macs_ratio.0"),
+    ("[search]\nwidth = [0.5, 0.5]\n", "listed twice"),
+    ("[search]\nprecisions = []\n", "nothing to search"),
+    ("[search]\nprecisions = [\"int3\"]\n", "search.precisions.0"),
+    ("[search]\nobjective = \"cheapest\"\n", "search.objective"),
+    ("[search]\nsparsty = [0.5]\n", "unknown key 'search.sparsty'"),
+])
+def test_bad_search_settings_are_config_errors(tmp_path: Path, table: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_build_config(_search_config(tmp_path, table))
+    assert message in err.value.message
+
+
+def test_auto_switches_search_on_with_the_default_space() -> None:
+    from edgekit.config import with_search_on
+
+    profile = with_search_on(load_profile("raspberry-pi-4"))
+    assert profile.search.auto and profile.search.precisions is None
+    assert [v.name for v in profile.search.variants()] == ["model"]

@@ -94,12 +94,15 @@ class BackendInfo:
     extra: str
     is_directory: bool = False
     build_requires: tuple[str, ...] = field(default_factory=tuple)
+    # What the backend builds; the budget-driven search tries these unless a [search] table narrows them.
+    precisions: tuple[str, ...] = ("fp32", "fp16", "int8", "dynamic-int8", "int4")
 
 
 REGISTRY: dict[str, BackendInfo] = {
     "onnx": BackendInfo("onnx", (".onnx",), runtime="onnxruntime", extra="onnx"),
     "tflite": BackendInfo("tflite", (".tflite",), runtime="ai-edge-litert", extra="tflite"),
-    "coreml": BackendInfo("coreml", (".mlpackage",), runtime="coreml-emulator", extra="coreml", is_directory=True),
+    "coreml": BackendInfo("coreml", (".mlpackage",), runtime="coreml-emulator", extra="coreml", is_directory=True,
+                          precisions=("fp32", "fp16", "int8", "int4")),  # no dynamic activation quantization
 }
 
 

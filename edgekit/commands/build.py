@@ -38,6 +38,8 @@ def _config_from_source(source: str, trust_pickle: bool, factory_weights: Path |
 @click.option("--weights", type=click.Path(path_type=Path), help="Weights for a module:factory model.")
 @click.option("--trust-pickle", is_flag=True, help="Allow loading a pickled model (runs code from the file).")
 @click.option("--latency-on-host", is_flag=True, help="Check latency/RAM budgets on this host (building on the device).")
+@click.option("--auto", is_flag=True,
+              help="Search each target's [search] space (precisions, compressed variants) for the best artifact per format.")
 @click.option("--keep-work", is_flag=True, help="Keep intermediate candidates in OUT/.work.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def build(
@@ -48,6 +50,7 @@ def build(
     weights: Path | None,
     trust_pickle: bool,
     latency_on_host: bool,
+    auto: bool,
     keep_work: bool,
     as_json: bool,
 ) -> None:
@@ -56,7 +59,8 @@ def build(
     CONFIG_OR_MODEL is an edgekit.toml, a model file (.pt2, TorchScript), or
     module:factory (with --weights). Flags override the config file.
     """
-    result = run_build(config_or_model, data, list(targets), output, weights, trust_pickle, latency_on_host, keep_work, as_json)
+    result = run_build(config_or_model, data, list(targets), output, weights, trust_pickle, latency_on_host, keep_work,
+                       as_json, auto=auto)
     _finish(result, as_json)
 
 
@@ -70,6 +74,7 @@ def run_build(
     latency_on_host: bool = False,
     keep_work: bool = False,
     quiet: bool = False,
+    auto: bool = False,
 ) -> Any:
     from edgekit.config import DataSection
     from edgekit.pipeline import Build, resolve_inputs
@@ -80,7 +85,7 @@ def run_build(
         config = config.model_copy(update={"data": section})
     if latency_on_host:
         config = config.model_copy(update={"build": config.build.model_copy(update={"latency_on_host": True})})
-    inputs = resolve_inputs(config, targets, data, output)
+    inputs = resolve_inputs(config, targets, data, output, auto=auto)
     with progress_reporter(quiet) as reporter:
         return Build(inputs, reporter, keep_work=keep_work).run()
 

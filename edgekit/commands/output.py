@@ -96,7 +96,8 @@ def summary_table(manifest: dict[str, Any]) -> Table:
         verdict = "[green]pass[/]" if artifact["passed"] else f"[red]FAIL[/] {', '.join(failed)}"
         table.add_row(
             artifact["target"], f"{artifact['format']} {artifact['precision']}" + ("" if artifact["io"] == "float" else f" io={artifact['io']}"),
-            artifact["variant"], f"{artifact['size_bytes'] / 1024:.1f}", _fmt(m.get("accuracy"), "{:.4f}"),
+            "/".join(filter(None, [artifact.get("model_variant"), artifact["variant"]])),
+            f"{artifact['size_bytes'] / 1024:.1f}", _fmt(m.get("accuracy"), "{:.4f}"),
             _fmt(m.get("accuracy_drop"), "{:+.4f}"), _fmt(m.get("cosine"), "{:.5f}"),
             _fmt(m.get("latency_p50_ms"), "{:.3f}") if not artifact.get("emulated") else "emulated", verdict,
         )

@@ -7,9 +7,9 @@ two sections read the same way. No torch here.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edgekit.config import StrictModel
 from edgekit.errors import ConfigError
@@ -116,6 +116,101 @@ class DistillConfig(TrainOptions):
     def needs_labels(self) -> bool:
         """True when any epoch gives the label loss a non-zero weight."""
         return self.alpha < 1 or (self.alpha_schedule == "linear" and self.alpha_start < 1)
+
+
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+SearchPrecision = Literal["fp32", "fp16", "int8", "dynamic-int8", "int4"]
+Objective = Literal["size", "download", "latency"]
+
+
+class SearchSpace(StrictModel):
+    """What the budget-driven search (``edgekit build --auto``) may try, and what it minimises.
+
+    A ``[search]`` table may sit in a target profile (the precisions a device
+    can run, ``auto = true`` to search by default) and in the build config
+    (compressed variants to try, overriding the profile field by field).
+
+    Each searched target ships one artifact per format its profile names: the
+    candidate that meets every budget with the least ``objective`` —
+    ``size`` (bytes on the device), ``download`` (gzip-compressed bytes, what a
+    release bundle transfers; where unstructured sparsity pays) or
+    ``latency`` (p50 on the build host, so it ranks recipes, not devices).
+    As for a single precision, candidates slower than FP32 on the host (by
+    more than ``max_latency_vs_fp32``) ship only when nothing else passes.
+    Candidates are every allowed precision × every compressed variant: the
+    model as given, distilled students of each ``width``, the model pruned to
+    each ``sparsity`` (unstructured) or ``macs_ratio`` (structured), and every
+    student pruned likewise. Variants train with ``train``'s options.
+    """
+
+    auto: bool = Field(False, description="search for this target even without --auto")
+    objective: Objective = "size"
+    precisions: list[SearchPrecision] | None = Field(
+        None, description="precisions to try per format (default: every precision the format's backend builds)"
+    )
+    sparsity: list[Fraction] = Field(default_factory=list, description="unstructured pruning levels to try")
+    macs_ratio: list[Fraction] = Field(default_factory=list, description="structured pruning: MAC shares to try")
+    width: list[Fraction] = Field(default_factory=list, description="distilled students: width multipliers to try")
+    train: TrainOptions = Field(default_factory=TrainOptions, description="training of the compressed variants")
+    max_latency_vs_fp32: float | None = Field(
+        1.03, gt=0, description="prefer candidates at most this many times the FP32 host latency (unset: no preference)"
+    )
+
+    @field_validator("precisions", "sparsity", "macs_ratio", "width")
+    @classmethod
+    def _no_repeats(cls, value: list[Any] | None) -> list[Any] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"values listed twice: {value}")
+        return value
+
+    @field_validator("precisions")
+    @classmethod
+    def _something_to_try(cls, value: list[str] | None) -> list[str] | None:
+        if value == []:
+            raise ValueError("an empty list leaves nothing to search; omit the key to try every precision")
+        return value
+
+    def merged(self, override: SearchSpace | None) -> SearchSpace:
+        """These settings with every field set in ``override`` replacing ours."""
+        if override is None:
+            return self
+        return self.model_copy(update={k: getattr(override, k) for k in override.model_fields_set})
+
+    def variants(self) -> list[VariantSpec]:
+        """The compressed variants to try, the uncompressed model first."""
+        students: list[float | None] = [None, *self.width]
+        prunes: list[tuple[str, float] | None] = [None, *(("sparsity", s) for s in self.sparsity),
+                                                  *(("macs_ratio", r) for r in self.macs_ratio)]
+        return [VariantSpec(width=w, prune=p) for w in students for p in prunes]
+
+
+class VariantSpec(StrictModel):
+    """One compressed variant of the model: an optional student width, then an optional pruning."""
+
+    width: float | None = None
+    prune: tuple[str, float] | None = None
+
+    @property
+    def name(self) -> str:
+        """Stable, readable id: ``model``, ``student-w0.5``, ``pruned-s0.8``, ``student-w0.5+pruned-m0.5``."""
+        parts = []
+        if self.width is not None:
+            parts.append(f"student-w{self.width:g}")
+        if self.prune is not None:
+            kind, value = self.prune
+            parts.append(f"pruned-{'s' if kind == 'sparsity' else 'm'}{value:g}")
+        return "+".join(parts) or "model"
+
+    def stages(self, train: TrainOptions) -> tuple[DistillConfig | None, PruneConfig | None]:
+        """The ``[distill]`` and ``[prune]`` configs that produce this variant."""
+        options = train.model_dump()
+        distill = DistillConfig(width=self.width, **options) if self.width is not None else None
+        prune = None
+        if self.prune is not None:
+            kind, value = self.prune
+            method = "unstructured" if kind == "sparsity" else "structured"
+            prune = PruneConfig(method=method, **{kind: value}, **options)
+        return distill, prune
 
 
 def _problems(err: ValidationError) -> str:

@@ -84,6 +84,23 @@ def _load_bench(build_dir: Path) -> tuple[list[tuple[str, dict[str, Any]]], list
     return documents, notes
 
 
+def _load_searches(build_dir: Path, manifest: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Search records of searched artifacts, from the reports beside them, and notes about unreadable ones."""
+    records, notes = {}, []
+    for artifact in manifest.get("artifacts", []):
+        if not isinstance(artifact, dict) or not artifact.get("search") or not artifact.get("report"):
+            continue
+        path = build_dir / str(artifact["report"])
+        try:
+            record = json.loads(path.read_text(encoding="utf-8")).get("search")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+            notes.append(f"the search table of {artifact.get('path')} is missing: {path.name} is unreadable ({exc})")
+            continue
+        if isinstance(record, dict):
+            records[str(artifact.get("path"))] = record
+    return records, notes
+
+
 # ------------------------------------------------------------------- formatting
 
 
@@ -341,7 +358,8 @@ def _artifact_table(artifacts: list[dict[str, Any]], bench: list[dict[str, Any]]
         for result in _bench_for(a, bench):
             checks += [{**c, "from_bench": True, "note": f"bench on {result['_machine']}: {c.get('note', '')}"}
                        for c in result.get("budgets", [])]
-        name = (f"<b>{_e(a.get('format'))} {_e(a.get('precision'))}</b> <span class=\"src\">{_e(a.get('variant') or '')}</span>"
+        recipe = "/".join(str(x) for x in (a.get("model_variant"), a.get("variant")) if x)
+        name = (f"<b>{_e(a.get('format'))} {_e(a.get('precision'))}</b> <span class=\"src\">{_e(recipe)}</span>"
                 f"<br><span class=\"src\">{_e(a.get('path'))}</span>")
         rows.append(
             f"<tr><td>{name}</td><td class=\"num\">{_size(a.get('size_bytes'))}</td><td class=\"num\">{accuracy}</td>"
@@ -377,8 +395,12 @@ def _bench_table(bench: list[dict[str, Any]]) -> str:
 
 
 def render_report(manifest: dict[str, Any], bench_documents: list[tuple[str, dict[str, Any]]],
-                  notes: list[str] | None = None) -> str:
-    """The report page for a manifest and (file name, bench document) pairs."""
+                  notes: list[str] | None = None, searches: dict[str, dict[str, Any]] | None = None) -> str:
+    """The report page for a manifest and (file name, bench document) pairs.
+
+    ``searches`` maps an artifact's path to its search record (from its
+    ``.report.json``); each gets a Pareto plot and a table of candidates.
+    """
     bench = _bench_results(bench_documents)
     charts, chart_note = _charts(manifest, bench)
     notes = list(notes or []) + ([chart_note] if chart_note else [])
@@ -423,6 +445,12 @@ def render_report(manifest: dict[str, Any], bench_documents: list[tuple[str, dic
         for message in target.get("messages") or []:
             parts.append(f'<p class="note">{_e(message)}</p>')
         parts.append(_artifact_table(mine, bench, reference) if mine else '<p class="muted">no artifacts</p>')
+        for artifact in mine:
+            record = (searches or {}).get(str(artifact.get("path")))
+            if record:
+                from edgekit.report.search import search_section
+
+                parts.append(search_section(artifact, record))
     if bench:
         parts.append("<h2>Device benchmarks</h2>")
         parts.append(_img(charts.get("bench"), "p50 bars with p90 and p99 ticks, per machine, artifact, threads and batch"))
@@ -438,6 +466,7 @@ def write_report(build_dir: Path) -> Path:
     build_dir = Path(build_dir)
     manifest = _load_manifest(build_dir)
     documents, notes = _load_bench(build_dir)
+    searches, search_notes = _load_searches(build_dir, manifest)
     path = build_dir / REPORT_NAME
-    atomic_write_bytes(path, render_report(manifest, documents, notes).encode("utf-8"))
+    atomic_write_bytes(path, render_report(manifest, documents, notes + search_notes, searches).encode("utf-8"))
     return path
