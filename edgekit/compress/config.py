@@ -153,7 +153,7 @@ class SearchSpace(StrictModel):
     width: list[Fraction] = Field(default_factory=list, description="distilled students: width multipliers to try")
     train: TrainOptions = Field(default_factory=TrainOptions, description="training of the compressed variants")
     max_latency_vs_fp32: float | None = Field(
-        1.03, gt=0, description="prefer candidates at most this many times the FP32 host latency (unset: no preference)"
+        1.03, gt=0, description="prefer candidates at most this many times the FP32 host latency (inf: no preference)"
     )
 
     @field_validator("precisions", "sparsity", "macs_ratio", "width")
