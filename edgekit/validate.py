@@ -79,6 +79,31 @@ def max_abs_error(outputs: list[np.ndarray], reference: list[np.ndarray]) -> flo
     return float(max(np.abs(o.astype(np.float64) - r).max() for o, r in zip(outputs, reference, strict=True)))
 
 
+# Float agreement: how closely a plain float program must reproduce the FP32 model, by compute precision.
+# A backend opts a candidate in with ``details["float_agreement"] = "fp16"`` (or "fp32") when the
+# candidate is the model converted at that precision and nothing else (no weight compression).
+FLOAT_AGREEMENT = {"fp32": 1e-4, "fp16": 1e-2}
+# Outputs larger than this have their error judged relative to their size. Measured: FP16 error is
+# proportional to the output's magnitude (the sample CNN with its logits scaled x1, x4, x8 had max abs
+# errors 0.0038, 0.0153, 0.0306, a constant 5.8e-4 of the largest logit, with unchanged accuracy), so a
+# fixed 1e-2 fails sound FP16 conversions once logits pass ~17. Up to 8 (every sample's outputs: largest
+# |logit| 5.0-7.6) the limits above apply as plain max abs errors.
+AGREEMENT_MAGNITUDE = 8.0
+
+
+def scaled_max_abs_error(outputs: list[np.ndarray], reference: list[np.ndarray]) -> float:
+    """Max abs error, each output's divided by max(1, its largest |reference| / AGREEMENT_MAGNITUDE).
+
+    Equals ``max_abs_error`` when every reference output stays within +-AGREEMENT_MAGNITUDE.
+    """
+    worst = 0.0
+    for out, ref in zip(outputs, reference, strict=True):
+        ref64 = ref.astype(np.float64)
+        scale = max(1.0, float(np.abs(ref64).max(initial=0.0)) / AGREEMENT_MAGNITUDE)
+        worst = max(worst, float(np.abs(out.astype(np.float64) - ref64).max(initial=0.0)) / scale)
+    return worst
+
+
 def sqnr_db(outputs: list[np.ndarray], reference: list[np.ndarray]) -> float:
     """Signal-to-quantization-noise ratio over all outputs, in dB (higher is better)."""
     signal = sum(float(np.sum(np.square(r.astype(np.float64)))) for r in reference)
@@ -92,6 +117,7 @@ FIDELITY_METRICS: dict[str, Callable[[list[np.ndarray], list[np.ndarray]], float
     "top1_agreement": top1_agreement,
     "cosine": cosine,
     "max_abs_error": max_abs_error,
+    "max_abs_error_scaled": scaled_max_abs_error,
     "sqnr_db": sqnr_db,
 }
 
@@ -179,6 +205,22 @@ def _sqnr_check(limit: float | None, metrics: dict[str, float], no_reference: st
                   "" if "sqnr_db" in metrics else no_reference)
 
 
+def _agreement_check(metrics: dict[str, float], details: dict[str, Any], no_reference: str) -> Check | None:
+    """The float-agreement check of a candidate whose backend declared ``details["float_agreement"]``."""
+    precision = details.get("float_agreement")
+    if precision is None:
+        return None
+    limit = FLOAT_AGREEMENT[precision]
+    value = metrics.get("max_abs_error_scaled")
+    note = (f"{precision.upper()} program vs the FP32 model: max abs error of every output "
+            f"(divided by max(1, largest |reference| / {AGREEMENT_MAGNITUDE:g}))")
+    if value is not None and value > limit:
+        note += (f"; {value:.3g} is over {limit:g}: the artifact drifts from the model by more than "
+                 f"{precision.upper()} arithmetic should. Request a higher precision (precision = \"fp32\"), "
+                 f"or keep the ops that drift (often normalisations) in FP32")
+    return _check("float_agreement", limit, value, lambda v, lim: v <= lim, note if value is not None else no_reference)
+
+
 def check_budgets(
     metrics: dict[str, float],
     budgets: Budgets,
@@ -193,6 +235,13 @@ def check_budgets(
     target device itself (``edgekit validate`` on the device, or a build with
     ``latency_on_host``). When they were not, those checks are ``skipped``
     with a note: a host number says nothing certain about a Pi.
+
+    Besides the profile's budgets, a candidate whose ``details`` name a
+    ``float_agreement`` precision ("fp32" or "fp16": a plain float program)
+    gets the ``float_agreement`` check: its outputs must match the FP32
+    reference within ``FLOAT_AGREEMENT[precision]`` (see
+    ``scaled_max_abs_error``). It can fail whatever the profile says, so a
+    float program that drifts from the model never ships as passing.
     """
     le = lambda v, lim: v <= lim  # noqa: E731
     ge = lambda v, lim: v >= lim  # noqa: E731
@@ -219,6 +268,7 @@ def check_budgets(
         _check("max_arena_kb", budgets.max_arena_kb,
                micro["arena_bytes"] / 1024 if "arena_bytes" in micro else None, le,
                micro.get("method", "no tensor-arena figure for this artifact")),
+        _agreement_check(metrics, details, no_reference),
     ]
     return [c for c in checks if c is not None]
 

@@ -71,3 +71,35 @@ def test_identical_outputs_have_no_sqnr_but_pass_an_sqnr_budget() -> None:
     json.dumps(metrics, allow_nan=False)  # manifests are strict JSON
     checks = check_budgets(metrics, Budgets(min_sqnr_db=30.0), 1, {}, device_measured=False, device_name="d")
     assert checks[0].status == "pass" and "identical" in checks[0].note
+
+
+def test_scaled_max_abs_error_is_max_abs_error_for_outputs_within_the_magnitude() -> None:
+    from edgekit.validate import AGREEMENT_MAGNITUDE, scaled_max_abs_error
+
+    small = [np.array([[1.0, -5.0]]), np.array([[0.2, 0.3]])]
+    noisy = [small[0] + [[0.0, 0.004]], small[1] + [[0.003, 0.0]]]
+    assert np.isclose(scaled_max_abs_error(noisy, small), max_abs_error(noisy, small))
+    # The same relative error on outputs 4x past the magnitude scores the same as at the magnitude.
+    at, past = [np.array([[AGREEMENT_MAGNITUDE]])], [np.array([[4 * AGREEMENT_MAGNITUDE]])]
+    assert np.isclose(scaled_max_abs_error([at[0] * 1.001], at), scaled_max_abs_error([past[0] * 1.001], past))
+
+
+def test_float_agreement_check_only_for_declared_float_programs_and_it_can_fail() -> None:
+    def agreement(scaled_error: float | None, details: dict) -> Check | None:
+        metrics = {} if scaled_error is None else {"max_abs_error": scaled_error, "max_abs_error_scaled": scaled_error}
+        checks = check_budgets(metrics, Budgets(max_size_mb=1.0), 1, details, device_measured=False, device_name="iphone")
+        return next((c for c in checks if c.budget == "float_agreement"), None)
+
+    fp16 = {"float_agreement": "fp16"}
+    assert agreement(0.0118, {}) is None  # compressed candidates and other backends: no such check
+    failed, passed = agreement(0.0118, fp16), agreement(0.009, fp16)
+    assert failed is not None and failed.status == "fail" and failed.limit == 1e-2
+    assert "0.0118 is over 0.01" in failed.note and "fp32" in failed.note
+    assert passed is not None and passed.status == "pass"
+    fp32_drift = agreement(2e-4, {"float_agreement": "fp32"})
+    assert fp32_drift is not None and fp32_drift.status == "fail" and fp32_drift.limit == 1e-4
+    skipped = agreement(None, fp16)
+    assert skipped is not None and skipped.status == "skipped" and "reference" in skipped.note
+    # Selection then ships the candidate that agrees, even when the drifting one is smaller.
+    winner, _ = choose([Measured("fp16", {}, [failed], size_bytes=100), Measured("fp16-norm32", {}, [passed], size_bytes=101)])
+    assert winner.variant == "fp16-norm32"

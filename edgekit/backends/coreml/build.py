@@ -8,7 +8,10 @@ Candidates per precision (files ``{stem}.{variant}.mlpackage`` in the job folder
   ``layer_norm``/``instance_norm``/``l2_norm`` kept in FP32. Measured on the
   sample Transformer: 0.0118 max logit error all-FP16, 0.0090 with FP32
   norms; the FP32 ops may leave the Neural Engine, so both are offered and
-  the pipeline measures them.
+  the pipeline measures them. Plain float candidates carry
+  ``details["float_agreement"]`` (their compute precision), so validation
+  fails one that misses the agreement limit (1e-2 FP16, 1e-4 FP32, see
+  ``validate.FLOAT_AGREEMENT``) and selection ships one that meets it.
 - int8: int8 per-channel linear weights over the FP16 program (``int8-linear``).
 - int4: on iOS 18, int4 per-block linear weights (``int4-block32``) *and*
   4-bit k-means palettization (``palettize4``): both store 4 bits per weight
@@ -136,6 +139,11 @@ def _artifact(ctx: _Context, path: Path, variant: str, config: dict[str, Any], e
         "fp32_ops": list(exported.fp32_ops),
         "constexpr_ops": census.constexpr_ops(package),
     }
+    if job.request.precision in ("fp32", "fp16") and ctx.options.prune is None:
+        # A plain float program: validation holds it to the float-agreement limit of its compute
+        # precision (validate.FLOAT_AGREEMENT), a check that can fail, so the candidate that ships is
+        # one that computes what the model computes (fp16-norm32 when all-FP16 drifts too far).
+        details["float_agreement"] = exported.compute_precision
     config = {"converter": "coremltools", "convert_to": "mlprogram", "minimum_deployment_target": f"iOS{ctx.min_ios}",
               "compute_precision": exported.compute_precision, "export_path": exported.export_path, **config}
     base_name = f"{job.stem}.{exported.compute_precision}.mlpackage"

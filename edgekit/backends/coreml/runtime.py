@@ -23,6 +23,7 @@ import numpy as np
 from edgekit.backends import TensorSpec
 from edgekit.backends.coreml.emulator import Interpreter, load_package
 from edgekit.backends.coreml.emulator.program import FeatureSpec, Package
+from edgekit.backends.coreml.emulator.threads import blas_threads
 from edgekit.errors import ArtifactError, DataError
 
 EMULATOR_VERSION = "1"
@@ -98,8 +99,9 @@ class CoreMLSession:
     emulated = True
 
     def __init__(self, path: Path, threads: int = 1) -> None:
-        # ``threads`` is accepted for the Session contract; numpy's BLAS threads are set by its environment.
+        # ``threads`` bounds the BLAS threads of emulated runs (emulator/threads.py says why it matters).
         self.path = Path(path)
+        self.threads = threads
         self.package = load_package(self.path)
         # The session takes any batch (it loops when the package's batch is fixed), so dim 0 is always None.
         self.inputs = [_any_batch(tensor_spec(f)) for f in self.package.inputs]
@@ -153,7 +155,8 @@ class CoreMLSession:
         if batch == 0:
             raise DataError("the inputs hold no samples", "Give at least one sample")
         step = batch if self._limit is None else min(batch, self._limit)
-        chunks = [self._run_chunk({k: v[i : i + step] for k, v in prepared.items()}) for i in range(0, batch, step)]
+        with blas_threads(self.threads if self._native is None else None):
+            chunks = [self._run_chunk({k: v[i : i + step] for k, v in prepared.items()}) for i in range(0, batch, step)]
         outputs = [np.concatenate([c[j] for c in chunks], axis=0) if len(chunks) > 1 else chunks[0][j]
                    for j in range(len(self.outputs))]
         # float16 outputs (a model converted without a final cast) are widened: sessions return float32.

@@ -23,6 +23,7 @@ import numpy as np
 from edgekit.backends.coreml import census
 from edgekit.backends.coreml.emulator import Interpreter, load_package
 from edgekit.backends.coreml.emulator.dtypes import numpy_dtype
+from edgekit.backends.coreml.emulator.threads import blas_threads
 
 AGREEMENT_TARGET = 0.99  # top-1 agreement with the uncompressed program: a 1-point accuracy budget
 MAX_SAMPLES = 256
@@ -56,6 +57,11 @@ def _agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
 def protect(base_path: Path, candidate_path: Path, calibration: dict[str, np.ndarray],
             target: float = AGREEMENT_TARGET) -> Protection:
     """Base-program weight names to keep float so that the candidate agrees with the base on ``calibration``."""
+    with blas_threads(1):  # one BLAS thread: faster on a shared machine (emulator/threads.py)
+        return _protect(base_path, candidate_path, calibration, target)
+
+
+def _protect(base_path: Path, candidate_path: Path, calibration: dict[str, np.ndarray], target: float) -> Protection:
     base_package, candidate_package = load_package(base_path), load_package(candidate_path)
     base, candidate = Interpreter(base_package), Interpreter(candidate_package)
     if not calibration or any(name not in calibration for name, _ in base.function.inputs):

@@ -240,6 +240,64 @@ def _ios18_cases() -> list[ConstexprCase]:
         return c18.constexpr_sparse_to_dense.decompress(d, m)
 
     cases.append(ConstexprCase("sparse_blockwise_shift_scale_then_dense", "iOS18", sparse_shift, sparse_shift_ref))
+    # Vector palettization on sparse data: the mask is repeated along vector_axis before selecting.
+    vmask = _mask((3, 5), 0.6)
+    vnz = R.integers(0, 4, int(vmask.sum()))
+    vslut = R.standard_normal((1, 1, 4, 2)).astype(np.float16)
+
+    def lut_sparse_vector(mb):  # type: ignore[no-untyped-def]
+        out_mask, out_data = mb.constexpr_lut_to_sparse(indices_mask=_sub_byte(vmask, "uint1"),
+                                                        indices_nonzero_data=_sub_byte(vnz, "uint2"), lut=vslut,
+                                                        vector_axis=0)
+        return mb.constexpr_sparse_to_dense(nonzero_data=out_data, mask=out_mask)
+
+    def lut_sparse_vector_ref() -> np.ndarray:
+        m, d = c18.constexpr_lut_to_sparse.decompress(vmask, vnz.astype(np.uint8), vslut, np.int32(0))
+        return c18.constexpr_sparse_to_dense.decompress(d, m)
+
+    cases.append(ConstexprCase("lut_to_sparse_vector_then_dense", "iOS18", lut_sparse_vector, lut_sparse_vector_ref))
+
+    # The chains coremltools' joint compression and per-channel-scale palettization write:
+    # an int8 table dequantized by shift-scale, then looked up ...
+    qlut = R.integers(-128, 128, (2, 1, 16, 1)).astype(np.int8)
+    qlut_scale = (R.random((2, 1, 1, 1)) * 0.02).astype(np.float16)
+    qindices = R.integers(0, 16, (8, 10))
+
+    def quantized_lut(mb):  # type: ignore[no-untyped-def]
+        table = mb.constexpr_blockwise_shift_scale(data=qlut, scale=qlut_scale)
+        return mb.constexpr_lut_to_dense(indices=_sub_byte(qindices, "uint4"), lut=table)
+
+    cases.append(ConstexprCase(
+        "lut_int8_table_shift_scaled_then_dense", "iOS18", quantized_lut,
+        lambda: c18.constexpr_lut_to_dense.decompress(
+            qindices.astype(np.uint8), c18.constexpr_blockwise_shift_scale.decompress(qlut, qlut_scale, None), None)))
+    # ... a float table looked up, then scaled per output channel (enable_per_channel_scale) ...
+    plut = R.standard_normal((1, 1, 4, 1)).astype(np.float16)
+    pindices = R.integers(0, 4, (6, 8))
+    pscale = (R.random((6, 1)) * 2).astype(np.float16)
+
+    def per_channel_scaled_lut(mb):  # type: ignore[no-untyped-def]
+        dense = mb.constexpr_lut_to_dense(indices=_sub_byte(pindices, "uint2"), lut=plut)
+        return mb.constexpr_blockwise_shift_scale(data=dense, scale=pscale)
+
+    cases.append(ConstexprCase(
+        "lut_then_per_channel_scale", "iOS18", per_channel_scaled_lut,
+        lambda: c18.constexpr_blockwise_shift_scale.decompress(
+            c18.constexpr_lut_to_dense.decompress(pindices.astype(np.uint8), plut, None), pscale, None)))
+    # ... and int8 quantized values that were palettized: an int8 table, then shift-scale of the int8 dense data.
+    ilut = R.integers(-128, 128, (1, 1, 4, 1)).astype(np.int8)
+    iindices = R.integers(0, 4, (4, 16))
+    iscale = (R.random((4, 2)) * 0.05).astype(np.float16)
+    ioffset = R.integers(-4, 4, (4, 2)).astype(np.int8)
+
+    def palettized_quantized(mb):  # type: ignore[no-untyped-def]
+        data = mb.constexpr_lut_to_dense(indices=_sub_byte(iindices, "uint2"), lut=ilut)
+        return mb.constexpr_blockwise_shift_scale(data=data, scale=iscale, offset=ioffset)
+
+    cases.append(ConstexprCase(
+        "int8_lut_then_blockwise_shift_scale", "iOS18", palettized_quantized,
+        lambda: c18.constexpr_blockwise_shift_scale.decompress(
+            c18.constexpr_lut_to_dense.decompress(iindices.astype(np.uint8), ilut, None), iscale, ioffset)))
     src = R.standard_normal((3, 40)).astype(np.float16)
     cases.append(ConstexprCase("cast_ios18", "iOS18", lambda mb: mb.constexpr_cast(source_val=src, output_dtype="fp32"),
                                lambda: np.float32(src)))

@@ -141,6 +141,14 @@ W_DW = _f(6, 1, 3, 3)
 case("conv_depthwise", {"x": _f(2, 6, 7, 7)}, lambda mb, v: mb.conv(x=v["x"], weight=W_DW, groups=6, strides=[2, 2],
                                                                    pad_type="custom", pad=[1, 1, 1, 1]),
      lambda t: F.conv2d(t["x"], torch.from_numpy(W_DW), stride=2, padding=1, groups=6), 1e-5)
+W_DW2, B_DW2 = _f(12, 1, 3, 3), _f(12)  # depthwise with a channel multiplier of 2: the general grouped path
+case("conv_depthwise_multiplier", {"x": _f(2, 6, 7, 7)},
+     lambda mb, v: mb.conv(x=v["x"], weight=W_DW2, bias=B_DW2, groups=6, pad_type="same"),
+     lambda t: F.conv2d(t["x"], torch.from_numpy(W_DW2), torch.from_numpy(B_DW2), padding="same", groups=6), 1e-5)
+W_DW1 = _f(4, 1, 5)
+case("conv1d_depthwise_dilated", {"x": _f(2, 4, 16)},
+     lambda mb, v: mb.conv(x=v["x"], weight=W_DW1, groups=4, dilations=[2], strides=[3]),
+     lambda t: F.conv1d(t["x"], torch.from_numpy(W_DW1), groups=4, dilation=2, stride=3), 1e-5)
 W_C1G = _f(6, 2, 3)
 case("conv1d_groups", {"x": _f(2, 4, 9)}, lambda mb, v: mb.conv(x=v["x"], weight=W_C1G, groups=2),
      lambda t: F.conv1d(t["x"], torch.from_numpy(W_C1G), groups=2), 1e-5)

@@ -26,6 +26,10 @@ def test_build_for_an_iphone_profile(tiny_cnn, tmp_path: Path, cli) -> None:  # 
         assert sha256_file(path) == entry["sha256"]
         assert entry["emulated"] is True and entry["min_runtime_version"] == "iOS 17"
         assert entry["metrics"]["accuracy"] >= 0.97  # labels are the FP32 model's own predictions
+    # the FP16 program is held to the float-agreement limit; compressed ones are judged by accuracy instead
+    agreement = [c for c in entries["fp16"]["checks"] if c["budget"] == "float_agreement"]
+    assert [(c["limit"], c["status"]) for c in agreement] == [(1e-2, "pass")]
+    assert not [c for c in entries["int8"]["checks"] if c["budget"] == "float_agreement"]
     assert entries["int8"]["weights"]["by_precision"]["int8"] > 0
     assert entries["int8"]["size_bytes"] < entries["fp16"]["size_bytes"]
     assert result.code in (0, 1), result.err  # 1 only if a host-measured budget failed

@@ -151,3 +151,29 @@ def test_fast_fp16_rounding_equals_numpy_float16_bit_for_bit() -> None:
     got = round_to_fp16(values)
     same = (got.view(np.uint32) == expected.view(np.uint32)) | (np.isnan(got) & np.isnan(expected))
     assert same.all(), values[~same][:5]
+
+
+def test_emulated_runs_use_the_sessions_blas_threads() -> None:
+    """threads=1 (the default) holds BLAS to one thread during run, and restores the setting afterwards."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from edgekit.backends.coreml.emulator import ops
+
+    def blas_threads() -> set[int]:
+        return {pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"}
+
+    seen: list[set[int]] = []
+    original = ops.REGISTRY["linear"]
+
+    def spying(ctx):  # type: ignore[no-untyped-def]
+        seen.append(blas_threads())
+        return original(ctx)
+
+    session = open_session(built("mlp", "fp32")[0].path)
+    before = blas_threads()
+    ops.REGISTRY["linear"] = spying
+    try:
+        session.run({"x": sample("mlp").feeds["x"][:4]})
+    finally:
+        ops.REGISTRY["linear"] = original
+    assert seen and all(threads <= {1} for threads in seen)
+    assert blas_threads() == before

@@ -16,8 +16,8 @@ import numpy as np
 _SCALE_UP = np.float32(2.0**24)
 _SCALE_DOWN = np.float32(2.0**-24)
 _HALF_MIN_NORMAL_BITS = np.uint32(0x38800000)  # 2**-14
-_HALF_MAX_BITS = np.uint32(0x477FE000)  # 65504
-_INF_BITS = np.uint32(0x7F800000)
+_HALF_OVERFLOW_BITS = np.uint32(0x477FF000)  # 65520, halfway above 65504: from here up a value rounds to inf
+_ONE = np.uint32(1)
 
 
 def round_to_fp16(x: np.ndarray) -> np.ndarray:
@@ -26,19 +26,24 @@ def round_to_fp16(x: np.ndarray) -> np.ndarray:
     bits = x.view(np.uint32)
     # Round the 23-bit mantissa to 10 bits, ties to even: add 0xFFF plus the lowest kept bit, then truncate.
     rounded = bits >> np.uint32(13)
-    rounded &= np.uint32(1)
+    rounded &= _ONE
     rounded += np.uint32(0x0FFF)
     rounded += bits
     rounded &= np.uint32(0xFFFFE000)
     out = rounded.view(np.float32)
-    magnitude = bits & np.uint32(0x7FFFFFFF)
-    # Below the smallest normal half, values are multiples of 2**-24 (np.round is ties-to-even too).
-    small = magnitude < _HALF_MIN_NORMAL_BITS
-    if small.any():
-        out[small] = np.round(x[small] * _SCALE_UP) * _SCALE_DOWN
-    over = (rounded & np.uint32(0x7FFFFFFF)) > _HALF_MAX_BITS
-    if over.any():
-        out[over] = np.copysign(np.float32(np.inf), x[over])
-        nan = magnitude > _INF_BITS
-        out[nan] = x[nan]
+    # |x| - 1 as an unsigned integer: exact zeros wrap to the top, so the very common zeros of a ReLU
+    # never take the (slow, fancy-indexed) subnormal path, which the mantissa rounding got right already.
+    shifted = bits & np.uint32(0x7FFFFFFF)
+    shifted -= _ONE
+    small = np.flatnonzero(shifted < _HALF_MIN_NORMAL_BITS - _ONE)
+    if small.size:  # below the smallest normal half, values are multiples of 2**-24 (np.round is ties-to-even too)
+        flat_out, flat_x = out.reshape(-1), x.reshape(-1)
+        flat_out[small] = np.round(flat_x[small] * _SCALE_UP) * _SCALE_DOWN
+    over = shifted >= _HALF_OVERFLOW_BITS - _ONE
+    over &= shifted != np.uint32(0xFFFFFFFF)  # not the wrapped zeros
+    large = np.flatnonzero(over)
+    if large.size:  # overflow to ±inf; NaN stays NaN
+        flat_out, flat_x = out.reshape(-1), x.reshape(-1)
+        values = flat_x[large]
+        flat_out[large] = np.where(np.isnan(values), values, np.copysign(np.float32(np.inf), values))
     return out
