@@ -77,7 +77,7 @@ def _summary(m: Measured, ratio: float | None) -> str:
         parts.append(f"accuracy {m.metrics['accuracy']:.4f}")
     if "cosine" in m.metrics:
         parts.append(f"cosine {m.metrics['cosine']:.5f}")
-    parts.append("meets budgets" if m.passed else f"{m.failures} budget(s) failed")
+    parts.append("passes every check" if m.passed else f"{m.failures} check(s) failed")
     return f"{m.variant} ({', '.join(parts)})"
 
 
