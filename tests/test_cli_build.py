@@ -71,6 +71,23 @@ def test_validate_against_a_reference_and_a_target(built, tiny_cnn, cli) -> None
     assert all(c["status"] in ("pass", "fail") for c in report["checks"] if c["budget"] == "max_latency_ms")
 
 
+def test_validate_reads_the_details_the_build_recorded_beside_the_artifact(built, tiny_cnn, cli, tmp_path: Path) -> None:
+    import shutil
+
+    folder = built[0] / "jetson-orin-nano"
+    low = tmp_path / "create.int4.onnx"
+    shutil.copy(folder / "create.int4.onnx", low)
+    args = ("validate", low, "--data", tiny_cnn.data, "--reference", folder / "create.fp32.onnx",
+            "-t", "jetson-orin-nano", "--json", "--runs", "3")
+    alone = json.loads(cli(*args).out)
+    assert "float_agreement" not in {c["budget"] for c in alone["checks"]}  # nothing says what it should match
+    # a report declaring it a plain FP32 program: INT4 weights cannot agree within 1e-4, and the check says so
+    (tmp_path / "create.int4.onnx.report.json").write_text(json.dumps({"details": {"float_agreement": "fp32"}}))
+    result = cli(*args)
+    checks = {c["budget"]: c for c in json.loads(result.out)["checks"]}
+    assert checks["float_agreement"]["status"] == "fail" and result.code == 1
+
+
 def test_budget_failure_exits_1(tiny_cnn, tmp_path: Path, cli) -> None:
     profile = tmp_path / "tiny.toml"
     profile.write_text(

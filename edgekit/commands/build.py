@@ -143,8 +143,8 @@ def validate(artifact: Path, data: Path, target: str | None, reference: Path | N
     passed = True
     if target:
         profile = load_profile(target)
-        checks = check_budgets(metrics, profile.budgets, report["size_bytes"], {}, device_measured=True,
-                               device_name=profile.name)
+        checks = check_budgets(metrics, profile.budgets, report["size_bytes"], _build_details(artifact),
+                               device_measured=True, device_name=profile.name)
         report["target"] = profile.name
         report["checks"] = [c.as_dict() for c in checks]
         passed = verdict(checks)
@@ -164,6 +164,19 @@ def validate(artifact: Path, data: Path, target: str | None, reference: Path | N
             console().print(f"{check['budget']}: {check['status']} (value {check['value']}, limit {check['limit']}) {check['note']}")
     if not passed:
         raise BudgetError(f"{artifact.name} misses the budgets of {target}", "See the failed checks above")
+
+
+def _build_details(artifact: Path) -> dict[str, Any]:
+    """The backend details `edgekit build` recorded beside the artifact (tensor arena, float agreement), if any.
+
+    They carry facts the checks need that the artifact alone does not state;
+    an artifact copied without its report is checked without them.
+    """
+    try:
+        details = json.loads(Path(f"{artifact}.report.json").read_text(encoding="utf-8")).get("details")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return details if isinstance(details, dict) else {}
 
 
 COMMANDS = [build, validate]
