@@ -26,7 +26,7 @@ from typing import Any
 from edgekit.validate import Check, verdict
 
 # Interleaved timings of one .tflite against an identical copy differed by up
-# to 2% on a shared 2-core host (see backends/tflite/fp32_timing.py); a ratio
+# to 2% on a shared 2-core host (see edgekit/timing.py); a ratio
 # within this margin is "as fast as FP32", not slower.
 SAME_SPEED = 1.03
 

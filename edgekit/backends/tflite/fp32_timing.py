@@ -1,20 +1,9 @@
 """Interleaved host timing of .tflite files, to say whether a candidate is slower than FP32.
 
-Timing each model in its own block lets drift on a shared host (another
-process starting, frequency changes) land on one model and not the other;
-on sub-millisecond models that flips which is faster. ``interleaved`` loads
-every model at once (one LiteRT child process each, one thread) and runs
-``ROUNDS`` rounds; in each round every model runs a short block of runs, in
-an order that rotates each round. Drift then hits all models alike.
-
-``comparison(candidate, fp32)`` is the record a candidate carries in
-``details["vs_fp32"]``; its ``latency_vs_fp32`` (above 1: slower than FP32)
-is the median over rounds of the candidate's block p50 over FP32's block p50
-in the same round. Measured on a shared 2-core host (load ~3.5) by timing two
-copies of one model (MLP 6 us, Transformer 31 us, MobileNet 0.36 ms), 4
-trials each: that paired median stayed within 0.98-1.02, while the ratio of
-p50s over all runs spread 0.95-1.05 and, with 15 rounds of 20 ms, once
-reached 1.25.
+The method (rounds in rotating order, median of per-round ratios) and the
+record are format-neutral and live in ``edgekit.timing``; this module only
+opens the models: one LiteRT child process each, one thread, timed inside
+the child (``time_runs``) so pipe overhead never enters the figures.
 """
 
 from __future__ import annotations
@@ -24,20 +13,17 @@ from typing import Any
 
 import numpy as np
 
-ROUNDS = 30
-# Each model's block in a round aims at this much time, so big and tiny models both get enough runs;
-# short blocks keep the paired blocks of one round close together in time.
-BLOCK_SECONDS = 0.01
-MIN_RUNS, MAX_RUNS = 3, 50
-WARMUP_RUNS = 10
+from edgekit import timing
+from edgekit.timing import BLOCK_SECONDS, MAX_RUNS, MIN_RUNS, ROUNDS, WARMUP_RUNS  # noqa: F401  (re-exported)
+
+SETTING = "one process each"
 
 
 def interleaved(paths: list[Path], feeds: dict[str, np.ndarray], rounds: int = ROUNDS) -> list[dict[str, Any]]:
-    """p50/p95 milliseconds of each model in ``paths`` (same order), timed interleaved at batch 1.
+    """``timing.interleaved`` over the .tflite files in ``paths`` (same order), at batch 1.
 
     ``feeds`` is one batch-1 sample keyed by input name (every model takes
-    the same interface). Per model: ``latency_p50_ms``, ``latency_p95_ms``,
-    ``runs``, and ``round_p50_ms`` (the p50 of each round, for the spread).
+    the same interface).
     """
     from edgekit.backends.tflite.runtime import open_session
 
@@ -45,48 +31,13 @@ def interleaved(paths: list[Path], feeds: dict[str, np.ndarray], rounds: int = R
     try:
         for path in paths:
             sessions.append(open_session(path, threads=1))
-        # Warm-up also sizes each model's block: runs that fill about BLOCK_SECONDS.
-        blocks = []
-        for session in sessions:
-            warm = session.time_runs(feeds, WARMUP_RUNS, warmup=2)
-            per_run = max(float(np.median(warm)), 1e-6)
-            blocks.append(int(np.clip(round(BLOCK_SECONDS / per_run), MIN_RUNS, MAX_RUNS)))
-        times: list[list[float]] = [[] for _ in sessions]
-        per_round: list[list[float]] = [[] for _ in sessions]
-        for r in range(rounds):
-            order = [(r + k) % len(sessions) for k in range(len(sessions))]
-            for k in order:
-                seconds = sessions[k].time_runs(feeds, blocks[k], warmup=1)
-                times[k].extend(seconds)
-                per_round[k].append(float(np.median(seconds)) * 1e3)
+        timers = [lambda runs, warmup, s=s: s.time_runs(feeds, runs, warmup) for s in sessions]
+        return timing.interleaved(timers, rounds)
     finally:
         for session in sessions:
             session.close()
-    results = []
-    for seconds, rounds_ms in zip(times, per_round):
-        ms = np.asarray(seconds) * 1e3
-        results.append(
-            {
-                "latency_p50_ms": float(np.percentile(ms, 50)),
-                "latency_p95_ms": float(np.percentile(ms, 95)),
-                "runs": int(len(ms)),
-                "round_p50_ms": rounds_ms,
-            }
-        )
-    return results
 
 
 def comparison(candidate: dict[str, Any], fp32: dict[str, Any]) -> dict[str, Any]:
     """What a candidate records about its speed against FP32 (both from one ``interleaved`` run)."""
-    ratios = [c / f for c, f in zip(candidate["round_p50_ms"], fp32["round_p50_ms"]) if f > 0]
-    return {
-        "latency_vs_fp32": float(np.median(ratios)) if ratios else candidate["latency_p50_ms"] / fp32["latency_p50_ms"],
-        "latency_p50_ms": candidate["latency_p50_ms"],
-        "fp32_latency_p50_ms": fp32["latency_p50_ms"],
-        # Share of rounds in which the candidate was faster: 1.0 or 0.0 means the order never flipped.
-        "rounds_faster": float(np.mean([r < 1.0 for r in ratios])) if ratios else None,
-        "runs": candidate["runs"],
-        "fp32_runs": fp32["runs"],
-        "method": f"interleaved with the FP32 model, one process each: {len(ratios)} rounds in rotating order, "
-        "batch 1, one thread; latency_vs_fp32 is the median over rounds of the two blocks' p50 ratio",
-    }
+    return timing.comparison(candidate, fp32, SETTING)
