@@ -12,6 +12,10 @@
 3. Distillation into a student with ≤ 40% of the teacher's parameters, several
    recipes × seeds on the CNN and MLP; target: the pre-declared edgekit recipe
    reaches ≥ 99% of the teacher's accuracy (mean over seeds).
+4. Quantization of every sample to INT8 and INT4 in every format, by the real
+   build (each format's own quantizer, mixed precision where the backend
+   applies it), each artifact run in its own runtime (Core ML: the emulator);
+   targets: INT8 ≤ 0.5 and INT4 ≤ 1.5 points lost against FP32 torch.
 
 Everything is seeded and runs on one CPU thread. Accuracy is on the holdout
 split, which no training or model selection sees (early stopping uses a
@@ -100,6 +104,77 @@ def measure_pair(original: Any, compressed: Any, example: Any, runs: int, rounds
     for key in facts:
         facts[key]["latency_ms"] = round(latency[key], 4)
     return facts
+
+
+# ----------------------------------------------------------------------------- 4
+
+QUANT_SAMPLES = ("cnn", "mlp", "transformer", "mobilenet", "tokens")
+# One profile per precision, whose accuracy budget is that precision's target: the build then ships,
+# per format, the fastest candidate that meets the target (or, if none does, the most faithful one).
+QUANT_PROFILE = """
+name = "bench-{precision}"
+description = "every format at {precision} (benchmark profile: the accuracy target is the only budget)"
+[device]
+kind = "desktop"
+arch = "x86_64"
+cores = 1
+ram_mb = 4096
+min_ios = "18"
+{artifacts}
+[budgets]
+max_accuracy_drop = {budget}
+"""
+QUANT_TARGETS = {"int8": 0.5, "int4": 1.5}  # points lost, at most
+
+
+def bench_quantization(formats: list[str], samples: tuple[str, ...] = QUANT_SAMPLES) -> list[dict[str, Any]]:
+    """Build every sample at INT8 and INT4 per format with `edgekit build` and read the measured accuracy."""
+    import tempfile
+
+    from edgekit.config import load_build_config
+    from edgekit.pipeline import Build, resolve_inputs
+
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        profiles = []
+        for precision, points in QUANT_TARGETS.items():
+            artifacts = "".join(f'[[artifacts]]\nformat = "{f}"\nprecision = "{precision}"\n' for f in formats)
+            profiles.append(Path(folder) / f"bench-{precision}.toml")
+            profiles[-1].write_text(QUANT_PROFILE.format(precision=precision, artifacts=artifacts, budget=points / 100))
+        for name in samples:
+            started = time.perf_counter()
+            config = load_build_config(SAMPLES / name / "edgekit.toml")
+            manifest = Build(resolve_inputs(config, [str(p) for p in profiles], None, Path(folder) / name)).run().manifest
+            reference = manifest["reference"]["accuracy"]
+            for target in manifest["targets"]:
+                for error in target["errors"]:
+                    rows.append({"sample": name, "artifact": error["artifact"], "error": error["message"]})
+            for artifact in manifest["artifacts"]:
+                accuracy = artifact["metrics"]["accuracy"]
+                lost = (reference - accuracy) * 100
+                rows.append({"sample": name, "format": artifact["format"], "precision": artifact["precision"],
+                             "variant": artifact["variant"], "size_bytes": artifact["size_bytes"],
+                             "fp32_accuracy": reference, "accuracy": accuracy, "points_lost": round(lost, 3),
+                             "target_met": lost <= QUANT_TARGETS[artifact["precision"]]})
+            log(f"  {name}: {time.perf_counter() - started:.0f}s")
+    return rows
+
+
+def print_quantization(rows: list[dict[str, Any]]) -> None:
+    log("\n=== 4. quantization, every sample x format (targets: INT8 <= 0.5, INT4 <= 1.5 points lost) ===")
+    for r in rows:
+        if "error" in r:
+            log(f"{r['sample']:>11} {r['artifact']:<14} ERROR {r['error'][:120]}")
+            continue
+        log(f"{r['sample']:>11} {r['format']:<6} {r['precision']:<4} {r['variant']:<22} {r['size_bytes'] / 1024:7.1f} KB  "
+            f"accuracy {r['fp32_accuracy']:.4f} -> {r['accuracy']:.4f} ({r['points_lost']:+.2f} pts lost)  "
+            f"[{'MET' if r['target_met'] else 'NOT MET'}]")
+    for precision, limit in QUANT_TARGETS.items():
+        mine = [r for r in rows if r.get("precision") == precision]
+        if mine:
+            worst = max(mine, key=lambda r: r["points_lost"])
+            log(f"{precision}: worst {worst['points_lost']:+.2f} pts ({worst['sample']} {worst['format']}), "
+                f"target <= {limit} pts: {sum(r['target_met'] for r in mine)}/{len(mine)} met")
 
 
 # ----------------------------------------------------------------------------- 1
@@ -294,7 +369,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--weights", action="append", default=[], metavar="SAMPLE=PATH",
                         help="weights to use for a sample instead of its shipped weights.safetensors")
-    parser.add_argument("--only", choices=["unstructured", "structured", "distill"], action="append")
+    parser.add_argument("--only", choices=["unstructured", "structured", "distill", "quantization"], action="append")
+    parser.add_argument("--formats", default="onnx,tflite,coreml", help="formats for the quantization targets")
     args = parser.parse_args()
 
     for item in args.weights:
@@ -306,7 +382,7 @@ def main() -> None:
     torch.set_num_threads(1)
     quick = args.quick
     runs, rounds = (50, 2) if quick else (300, 5)
-    only = set(args.only or ["unstructured", "structured", "distill"])
+    only = set(args.only or ["unstructured", "structured", "distill", "quantization"])
     started = time.perf_counter()
     results: dict[str, Any] = {"host_threads": torch.get_num_threads()}
     if "unstructured" in only:
@@ -319,11 +395,17 @@ def main() -> None:
         log("distillation ...")
         seeds = list(range(1 if quick else args.seeds))
         results["distill"] = [bench_distill(n, "digits", seeds, 5 if quick else 40) for n in ("cnn", "mlp")]
+    if "quantization" in only:
+        log("quantization of every sample (edgekit build) ...")
+        samples = ("cnn", "mlp") if quick else QUANT_SAMPLES
+        results["quantization"] = bench_quantization(args.formats.split(","), samples)
     results["seconds"] = round(time.perf_counter() - started, 1)
     if {"unstructured", "structured", "distill"} <= only:
         print_report(results)
-    else:
-        log(json.dumps(results, indent=2, default=str))
+    elif only - {"quantization"}:
+        log(json.dumps({k: v for k, v in results.items() if k != "quantization"}, indent=2, default=str))
+    if "quantization" in only:
+        print_quantization(results["quantization"])
     log(f"\ntotal {results['seconds']:.0f}s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
