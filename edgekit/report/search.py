@@ -97,6 +97,7 @@ def search_section(artifact: dict[str, Any], record: dict[str, Any]) -> str:
                                         "line = Pareto front; star = shipped")]
     head = ("<tr><th>candidate</th><th>model</th><th>precision</th><th>size</th><th>download</th>"
             f"<th>{'accuracy' if quality == 'accuracy' else 'cosine'}</th><th>host p50</th>"
+            "<th title=\"host latency over the FP32 model's; above the limit ranks after the rest\">vs FP32</th>"
             "<th title=\"no other candidate is as small, as accurate and as fast, and better on one\">Pareto</th>"
             "<th>budgets</th></tr>")
     body = []
@@ -108,6 +109,7 @@ def search_section(artifact: dict[str, Any], record: dict[str, Any]) -> str:
             f"<tr{style}><td>{_e(r.get('recipe'))}</td><td>{_e(r.get('model'))}</td><td>{_e(r.get('precision'))}</td>"
             f"<td class=\"num\">{_size(r.get('size_bytes'))}</td><td class=\"num\">{_size(r.get('download_bytes'))}</td>"
             f"<td class=\"num\">{score}</td><td class=\"num\">{_num(r.get('latency_p50_ms'), '.3g', ' ms')}</td>"
+            f"<td class=\"num\">{_num(r.get('latency_vs_fp32'), '.2f', 'x')}</td>"
             f"<td>{'yes' if r.get('pareto') else ''}</td><td>{_e(verdict)}</td></tr>")
     parts.append(f"<table>{head}{''.join(body)}</table>")
     excluded = [x for x in record.get("excluded") or [] if isinstance(x, dict)]

@@ -13,7 +13,7 @@ def _record() -> dict:
          "size_bytes": 30_000, "download_bytes": 9_000, "accuracy": 0.985, "latency_p50_ms": 0.2, "passed": True,
          "failed": [], "pareto": True},
         {"candidate": "model/int4/<w4>", "model": "model", "precision": "int4", "recipe": "<w4>", "size_bytes": 20_000,
-         "download_bytes": 15_000, "accuracy": 0.95, "latency_p50_ms": 0.9, "passed": False,
+         "download_bytes": 15_000, "accuracy": 0.95, "latency_p50_ms": 0.9, "latency_vs_fp32": 1.8, "passed": False,
          "failed": ["max_accuracy_drop"], "pareto": True},
     ]
     return {"objective": "download", "objective_used": "download", "size_axis": "download",
@@ -26,6 +26,7 @@ def test_search_section_shows_every_candidate_the_winner_and_what_was_left_out()
     assert "onnx search: shipped pruned-s0.8/int8/static" in html
     assert html.count("<tr") == 4  # header + one row per candidate
     assert "misses max_accuracy_drop" in html and "meets all" in html
+    assert "1.80x" in html  # speed against FP32, which can decide the choice
     assert "&lt;w4&gt;" in html and "<w4>" not in html  # values are escaped
     assert "student-w0.5: no prunable &lt;layers&gt;" in html
     assert 'style="background:#fff8c5"' in html  # the shipped row is highlighted
