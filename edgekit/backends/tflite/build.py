@@ -37,6 +37,11 @@ exactly when no static recipe is at least as fast as FP32; on the CNNs static
 int8 stays faster (0.83-0.86x) and ships. Its config says
 ``"compute": "float32"`` so nobody mistakes it for integer arithmetic.
 
+``options = {integer_only = true}`` on an int8 request drops the weight-only
+candidate, for devices whose delegate (NPU, DSP) runs only integer kernels;
+static int8 then ships even where it is slower than FP32 on the host, and
+the report says so.
+
 ``io = "int8"`` (full-integer, for microcontrollers) keeps only candidates
 whose float inputs and outputs are all int8-quantized; PT2E gives that for
 CNNs, and ai-edge-quantizer's static recipe does when I/O is not excluded.
@@ -77,7 +82,7 @@ from edgekit.artifact import Artifact, atomic_write_bytes
 from edgekit.backends import ExportJob
 from edgekit.backends.tflite import export, fp32_timing, interface, micro, micro_rewrite, quantize
 from edgekit.backends.tflite.inspect import census_summary, io_description, parse, weight_census
-from edgekit.errors import DataError, EdgekitError, InternalError, UnsupportedModelError
+from edgekit.errors import ConfigError, DataError, EdgekitError, InternalError, UnsupportedModelError
 
 
 @dataclass
@@ -205,6 +210,8 @@ class RecipeSpec:
     fallback: Recipe | None = None
     # Recipes that keep float activations can never give full-integer I/O: not made for io = "int8".
     float_io_only: bool = False
+    # Recipes whose arithmetic stays float (int8 storage only): not made when options.integer_only.
+    float_compute: bool = False
 
 
 RECIPES: dict[str, list[RecipeSpec]] = {
@@ -217,7 +224,7 @@ RECIPES: dict[str, list[RecipeSpec]] = {
             _aeq("static_wi8_ai8", calibrated=True),
             fallback=_aeq("static_wi8_ai8", calibrated=True, wrap_interface=True),
         ),
-        RecipeSpec("aeq-weight-only-wi8", _weight_only_int8, float_io_only=True),
+        RecipeSpec("aeq-weight-only-wi8", _weight_only_int8, float_io_only=True, float_compute=True),
     ],
     "dynamic-int8": [RecipeSpec("aeq-dynamic-wi8", _aeq("dynamic_wi8_afp32")), RecipeSpec("pt2e-dynamic", _pt2e(dynamic=True))],
     "int4": [
@@ -410,6 +417,27 @@ def _time_against_fp32(ctx: _Context, made: list[tuple[str, Any, dict[str, Any],
         details["vs_fp32"] = fp32_timing.comparison(own, fp32)
 
 
+OPTIONS = {"integer_only": "true or false: int8 candidates must compute in integer arithmetic "
+                            "(drops the weight-only recipe; for NPU / DSP delegates that run only integer kernels)"}
+
+
+def _integer_only(job: ExportJob) -> bool:
+    """The request's ``options`` (strict: unknown keys and wrong types are ConfigErrors)."""
+    raw = dict(job.request.options)
+    where = f"target {job.profile.name} {job.request.label}"
+    known = "; ".join(f"{k} ({v})" for k, v in OPTIONS.items())
+    unknown = sorted(set(raw) - set(OPTIONS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown TFLite option(s) {', '.join(unknown)}", f"Known options: {known}")
+    value = raw.get("integer_only", False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: option integer_only = {value!r} is invalid", f"Expected {OPTIONS['integer_only']}")
+    if value and job.request.precision != "int8":
+        raise ConfigError(f"{where}: integer_only applies to int8 requests, not {job.request.precision}",
+                          "Remove the option, or set precision = \"int8\"")
+    return value
+
+
 def build(job: ExportJob) -> list[Artifact]:
     """Export ``job.model`` to TFLite at ``job.request.precision``; one Artifact per working recipe."""
     request = job.request
@@ -420,6 +448,7 @@ def build(job: ExportJob) -> list[Artifact]:
             f"full-integer I/O (io = \"int8\") needs precision int8, but target '{job.profile.name}' asks for {request.precision}",
             'Set precision = "int8" for this artifact in the profile',
         )
+    integer_only = _integer_only(job)
     names = [spec.name for spec in job.inputs]
     module = export.NamedIO(job.model, names, job.output_names).eval()
     inputs = export.batch_one(job.example_inputs, names)
@@ -438,7 +467,7 @@ def build(job: ExportJob) -> list[Artifact]:
     dropped: dict[str, str] = {}
     errors: list[BaseException] = []
     for spec in RECIPES[request.precision]:
-        if spec.float_io_only and request.io == "int8":
+        if (spec.float_io_only and request.io == "int8") or (spec.float_compute and integer_only):
             continue
         attempts = [spec.make] + ([spec.fallback] if spec.fallback is not None else [])
         reasons = []

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgekit.errors import DataError, UnsupportedModelError
+from edgekit.errors import ConfigError, DataError, UnsupportedModelError
 
 # Tests run with --import-mode=importlib, which does not put this folder on sys.path;
 # the shared tiny models live beside the tests.
@@ -208,6 +208,38 @@ def test_full_integer_io_needs_int8_precision() -> None:
 
     with pytest.raises(UnsupportedModelError, match="needs precision int8"):
         build(job("mlp", "fp16", io="int8"))
+
+
+def _with_options(name: str, precision: str, **options) -> object:
+    base = job(name, precision)
+    return dataclasses.replace(base, request=base.request.model_copy(update={"options": options}))
+
+
+def test_integer_only_drops_the_float_compute_int8_recipe() -> None:
+    from edgekit.backends.tflite.build import build
+
+    variants = {a.variant for a in build(_with_options("mlp", "int8", integer_only=True))}
+    assert variants and "aeq-weight-only-wi8" not in variants
+    assert variants <= {"pt2e-static", "aeq-static"}
+
+
+@pytest.mark.parametrize("options, problem, fix", [
+    ({"integer_onyl": True}, "unknown TFLite option(s) integer_onyl", "Known options: integer_only"),
+    ({"integer_only": "yes"}, "integer_only = 'yes' is invalid", "Expected true or false"),
+])
+def test_bad_tflite_options_are_config_errors_naming_the_key(options: dict, problem: str, fix: str) -> None:
+    from edgekit.backends.tflite.build import build
+
+    with pytest.raises(ConfigError) as err:
+        build(_with_options("mlp", "int8", **options))
+    assert problem in err.value.problem and fix in err.value.fix
+
+
+def test_integer_only_is_refused_for_other_precisions() -> None:
+    from edgekit.backends.tflite.build import build
+
+    with pytest.raises(ConfigError, match="applies to int8 requests"):
+        build(_with_options("mlp", "fp16", integer_only=True))
 
 
 class _BranchOnValue(torch.nn.Module):
