@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -30,6 +30,22 @@ class StrictModel(BaseModel):
     """Base for every config model: unknown keys are errors, values are frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def merged(self, override: Self | None) -> Self:
+        """A copy with every field set in ``override`` replacing ours (layered configs: profile, then build config)."""
+        if override is None:
+            return self
+        # getattr, not model_dump: nested models must stay models, not become dicts.
+        return self.model_copy(update={name: getattr(override, name) for name in override.model_fields_set})
+
+
+def validation_problems(err: ValidationError) -> str:
+    """One clause per problem, naming the key path, e.g. ``unknown key 'budgets.max_sise_mb'``."""
+    lines = []
+    for item in err.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        lines.append(f"unknown key '{where}'" if item["type"] == "extra_forbidden" else f"'{where}': {item['msg']}")
+    return "; ".join(lines)
 
 
 # Below StrictModel on purpose: compress.config subclasses it (see edgekit/compress/__init__.py).
@@ -52,12 +68,6 @@ class Budgets(StrictModel):
     min_sqnr_db: float | None = None
     max_flash_kb: float | None = Field(None, gt=0)
     max_arena_kb: float | None = Field(None, gt=0)
-
-    def merged(self, override: Budgets | None) -> Budgets:
-        """Return these budgets with every field set in ``override`` replacing ours."""
-        if override is None:
-            return self
-        return self.model_copy(update=override.model_dump(exclude_unset=True))
 
 
 class Device(StrictModel):
@@ -201,15 +211,7 @@ class BuildConfig(StrictModel):
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
-    """One line per problem, naming the key path, e.g. ``budgets.max_sise_mb``."""
-    lines = []
-    for item in err.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        if item["type"] == "extra_forbidden":
-            lines.append(f"unknown key '{where}'")
-        else:
-            lines.append(f"'{where}': {item['msg']}")
-    return f"{source}: " + "; ".join(lines)
+    return f"{source}: {validation_problems(err)}"
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:
@@ -275,9 +277,7 @@ def apply_overrides(profile: TargetProfile, config: BuildConfig | None) -> Targe
 
 
 def _merge_search(base: SearchSpace | None, override: SearchSpace | None) -> SearchSpace | None:
-    if base is None:
-        return override
-    return base.merged(override)
+    return override if base is None else base.merged(override)
 
 
 def with_search_on(profile: TargetProfile) -> TargetProfile:

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from edgekit.config import StrictModel
+from edgekit.config import StrictModel, validation_problems
 from edgekit.errors import ConfigError
 
 
@@ -170,12 +170,6 @@ class SearchSpace(StrictModel):
             raise ValueError("an empty list leaves nothing to search; omit the key to try every precision")
         return value
 
-    def merged(self, override: SearchSpace | None) -> SearchSpace:
-        """These settings with every field set in ``override`` replacing ours."""
-        if override is None:
-            return self
-        return self.model_copy(update={k: getattr(override, k) for k in override.model_fields_set})
-
     def variants(self) -> list[VariantSpec]:
         """The compressed variants to try, the uncompressed model first."""
         students: list[float | None] = [None, *self.width]
@@ -213,20 +207,12 @@ class VariantSpec(StrictModel):
         return distill, prune
 
 
-def _problems(err: ValidationError) -> str:
-    lines = []
-    for item in err.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        lines.append(f"unknown key '{where}'" if item["type"] == "extra_forbidden" else f"'{where}': {item['msg']}")
-    return "; ".join(lines)
-
-
 def parse_prune(data: dict[str, Any], source: str) -> PruneConfig:
     """Validate a ``[prune]`` table (or CLI options); errors name the key and ``source``."""
     try:
         return PruneConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"invalid [prune] settings in {source}: {_problems(exc)}",
+        raise ConfigError(f"invalid [prune] settings in {source}: {validation_problems(exc)}",
                           "Fix the value; docs/compression.md lists the keys") from None
 
 
@@ -235,5 +221,5 @@ def parse_distill(data: dict[str, Any], source: str) -> DistillConfig:
     try:
         return DistillConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"invalid [distill] settings in {source}: {_problems(exc)}",
+        raise ConfigError(f"invalid [distill] settings in {source}: {validation_problems(exc)}",
                           "Fix the value; docs/compression.md lists the keys") from None
