@@ -225,17 +225,22 @@ def _per_channel(value, rank: int):  # type: ignore[no-untyped-def]
     return None if value is None else np.asarray(value).reshape((1, -1) + (1,) * (rank - 2))
 
 
-@register("batch_norm")
-def batch_norm(ctx):  # type: ignore[no-untyped-def]
-    x = ctx.x()
-    mean, variance = _per_channel(ctx.x("mean"), x.ndim), _per_channel(ctx.x("variance"), x.ndim)
-    out = (x - mean) / np.sqrt(variance + np.float32(ctx.scalar("epsilon", 1e-5)))
-    gamma, beta = _per_channel(ctx.x("gamma", None), x.ndim), _per_channel(ctx.x("beta", None), x.ndim)
+def _channel_affine(ctx, out):  # type: ignore[no-untyped-def]
+    """``out * gamma + beta`` with the op's optional per-channel ``gamma`` / ``beta`` (batch and instance norm)."""
+    gamma, beta = _per_channel(ctx.x("gamma", None), out.ndim), _per_channel(ctx.x("beta", None), out.ndim)
     if gamma is not None:
         out = out * gamma
     if beta is not None:
         out = out + beta
     return out
+
+
+@register("batch_norm")
+def batch_norm(ctx):  # type: ignore[no-untyped-def]
+    x = ctx.x()
+    mean, variance = _per_channel(ctx.x("mean"), x.ndim), _per_channel(ctx.x("variance"), x.ndim)
+    out = (x - mean) / np.sqrt(variance + np.float32(ctx.scalar("epsilon", 1e-5)))
+    return _channel_affine(ctx, out)
 
 
 @register("instance_norm")
@@ -245,12 +250,7 @@ def instance_norm(ctx):  # type: ignore[no-untyped-def]
     mean = x.mean(axis=axes, keepdims=True)
     var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
     out = (x - mean) / np.sqrt(var + np.float32(ctx.scalar("epsilon", 1e-5)))
-    gamma, beta = _per_channel(ctx.x("gamma", None), x.ndim), _per_channel(ctx.x("beta", None), x.ndim)
-    if gamma is not None:
-        out = out * gamma
-    if beta is not None:
-        out = out + beta
-    return out
+    return _channel_affine(ctx, out)
 
 
 @register("layer_norm")
