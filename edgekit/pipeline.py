@@ -14,7 +14,6 @@ Order of work:
 from __future__ import annotations
 
 import copy
-import dataclasses
 import datetime as dt
 import hashlib
 import importlib.metadata
@@ -375,10 +374,7 @@ class Build:
         winner, record = choose_searched(pool, space.objective, excluded, fp32_latency_ms=self._fp32_latency(fmt),
                                          max_latency_vs_fp32=space.max_latency_vs_fp32)
         artifact, request, variant = origin[winner.key]
-        measured = winner.measured
-        if "latency_vs_fp32" in record:
-            measured = dataclasses.replace(measured, metrics={**measured.metrics, "latency_vs_fp32": record["latency_vs_fp32"]})
-        return self._write(request, profile, artifact, measured, record, variant, searched=True)
+        return self._write(request, profile, artifact, winner.measured, record, variant, searched=True)
 
     def _write(self, request: ArtifactRequest, profile: TargetProfile, chosen: Artifact, winner: Measured,
                selection: dict[str, Any], variant: ModelVariant, searched: bool = False) -> dict[str, Any]:

@@ -23,6 +23,7 @@ built and why. No torch here.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,7 +81,7 @@ def pareto_front(candidates: list[SearchCandidate], size: str = "size") -> set[s
 def choose(candidates: list[SearchCandidate], objective: str, excluded: list[dict[str, str]] | None = None, *,
            fp32_latency_ms: float | None = None,
            max_latency_vs_fp32: float | None = SAME_SPEED) -> tuple[SearchCandidate, dict[str, Any]]:
-    """Pick the candidate to ship; returns it and the record of the search.
+    """Pick the candidate to ship; returns it (with ``latency_vs_fp32`` in its metrics when known) and the record.
 
     ``excluded`` lists requests that produced no candidate (``{"candidate",
     "reason"}``), kept in the record so the search space is auditable.
@@ -129,6 +130,10 @@ def choose(candidates: list[SearchCandidate], objective: str, excluded: list[dic
     }
     if ratios[winner.key] is not None:
         record["latency_vs_fp32"] = ratios[winner.key]
+        # As select.choose does: the shipped candidate's metrics carry the ratio, so manifests show it.
+        measured = dataclasses.replace(winner.measured, metrics={**winner.measured.metrics,
+                                                                 "latency_vs_fp32": ratios[winner.key]})
+        winner = dataclasses.replace(winner, measured=measured)
     if slower is not None:
         record["slower_than_fp32"] = slower
     if note:

@@ -83,11 +83,12 @@ def test_candidates_slower_than_fp32_ship_only_when_nothing_else_passes() -> Non
     slow_int4 = replace(int4, measured=replace(int4.measured, fp32_ratio=1.4))  # timed against FP32, interleaved
     quick_int8 = replace(int8, measured=replace(int8.measured, fp32_ratio=0.8))
     winner, record = choose([slow_int4, quick_int8], "size")
-    assert winner is quick_int8 and "at most 1.03x the FP32 latency" in record["reason"]
+    assert winner.key == quick_int8.key and "at most 1.03x the FP32 latency" in record["reason"]
+    assert winner.measured.metrics["latency_vs_fp32"] == 0.8  # the shipped metrics carry the ratio
     assert {r["candidate"]: r["latency_vs_fp32"] for r in record["candidates"]}["model/int4/recipe"] == 1.4
-    assert choose([slow_int4, quick_int8], "size", max_latency_vs_fp32=None)[0] is slow_int4  # preference off
+    assert choose([slow_int4, quick_int8], "size", max_latency_vs_fp32=None)[0].key == slow_int4.key  # preference off
     alone, record = choose([slow_int4], "size")
-    assert alone is slow_int4 and record["slower_than_fp32"]["latency_vs_fp32"] == 1.4
+    assert alone.key == slow_int4.key and record["slower_than_fp32"]["latency_vs_fp32"] == 1.4
     # without interleaved ratios, the build's FP32 p50 is the yardstick
-    assert choose([int4, int8], "size", fp32_latency_ms=0.5)[0] is int4  # both 1.0 ms: 2x FP32, nothing is fast
-    assert choose([int4, int8], "size", fp32_latency_ms=2.0)[0] is int4
+    assert choose([int4, int8], "size", fp32_latency_ms=0.5)[0].key == int4.key  # both 1.0 ms: 2x FP32, none fast
+    assert choose([int4, int8], "size", fp32_latency_ms=2.0)[0].key == int4.key
