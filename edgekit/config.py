@@ -64,10 +64,74 @@ class Budgets(StrictModel):
     max_latency_ms: float | None = Field(None, gt=0)
     max_ram_mb: float | None = Field(None, gt=0)
     min_cosine: float | None = Field(None, ge=-1, le=1)
+    min_top1_agreement: float | None = Field(None, ge=0, le=1)
     max_abs_error: float | None = Field(None, ge=0)
     min_sqnr_db: float | None = None
     max_flash_kb: float | None = Field(None, gt=0)
     max_arena_kb: float | None = Field(None, gt=0)
+
+
+class QualityBar(StrictModel):
+    """Fidelity budgets for one precision: how close to the FP32 model its artifacts must stay.
+
+    Judged on the evaluation split whether or not it has labels; a budget set
+    in ``[budgets]`` wins over the bar of the artifact's precision.
+    """
+
+    min_cosine: float | None = Field(None, ge=-1, le=1)
+    min_top1_agreement: float | None = Field(None, ge=0, le=1)
+    min_sqnr_db: float | None = None
+
+    def over(self, base: QualityBar) -> QualityBar:
+        """``base`` with every value set here replacing its own."""
+        return base.merged(self)
+
+
+# What healthy artifacts of each precision reach, measured on the samples and the real-size zoo
+# (benchmarks/bench_zoo.py), with the bar set just below it; see docs/fidelity.md for the figures.
+DEFAULT_QUALITY: dict[str, QualityBar] = {
+    "fp32": QualityBar(min_cosine=0.9999, min_top1_agreement=0.99, min_sqnr_db=40.0),
+    "fp16": QualityBar(min_cosine=0.999, min_top1_agreement=0.98, min_sqnr_db=30.0),
+    "int8": QualityBar(min_cosine=0.99, min_top1_agreement=0.95, min_sqnr_db=15.0),
+    "dynamic-int8": QualityBar(min_cosine=0.99, min_top1_agreement=0.95, min_sqnr_db=15.0),
+    "int4": QualityBar(min_cosine=0.97, min_top1_agreement=0.90, min_sqnr_db=10.0),
+}
+
+
+class Fidelity(StrictModel):
+    """Per-precision quality bars (``[fidelity.int8]`` in a profile or build config)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    fp32: QualityBar = DEFAULT_QUALITY["fp32"]
+    fp16: QualityBar = DEFAULT_QUALITY["fp16"]
+    int8: QualityBar = DEFAULT_QUALITY["int8"]
+    dynamic_int8: QualityBar = Field(DEFAULT_QUALITY["dynamic-int8"], alias="dynamic-int8")
+    int4: QualityBar = DEFAULT_QUALITY["int4"]
+
+    def bar(self, precision: str) -> QualityBar:
+        return getattr(self, precision.replace("-", "_"))
+
+    def layered(self, override: FidelityOverride | None) -> Fidelity:
+        """These bars with an override's values laid over them, value by value."""
+        if override is None:
+            return self
+        update = {}
+        for name in override.model_fields_set:
+            update[name] = getattr(override, name).over(getattr(self, name))
+        return self.model_copy(update=update)
+
+
+class FidelityOverride(StrictModel):
+    """A partial ``[fidelity]`` table: only the precisions and values it names change."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    fp32: QualityBar = QualityBar()
+    fp16: QualityBar = QualityBar()
+    int8: QualityBar = QualityBar()
+    dynamic_int8: QualityBar = Field(QualityBar(), alias="dynamic-int8")
+    int4: QualityBar = QualityBar()
 
 
 class Device(StrictModel):
@@ -111,8 +175,15 @@ class TargetProfile(StrictModel):
     device: Device
     artifacts: list[ArtifactRequest] = Field(min_length=1)
     budgets: Budgets = Budgets()
+    fidelity: Fidelity = Field(Fidelity(), description="quality bars per precision, against the FP32 model")
     search: SearchSpace | None = Field(None, description="what `build --auto` may try for this device")
     source: str | None = Field(None, description="file the profile was read from (set by the loader)")
+
+    def budgets_for(self, precision: str) -> Budgets:
+        """The budgets an artifact of ``precision`` must meet: ``budgets`` over the precision's quality bar."""
+        bar = self.fidelity.bar(precision)
+        implied = {k: v for k, v in bar.model_dump().items() if v is not None and getattr(self.budgets, k) is None}
+        return self.budgets.model_copy(update=implied)
 
     @model_validator(mode="after")
     def _no_duplicate_artifacts(self) -> TargetProfile:
@@ -165,6 +236,7 @@ class TargetOverride(StrictModel):
     """Per-target changes a build config may make to a shipped profile."""
 
     budgets: Budgets | None = None
+    fidelity: FidelityOverride | None = None
     artifacts: list[ArtifactRequest] | None = None
     search: SearchSpace | None = None
 
@@ -185,6 +257,7 @@ class BuildConfig(StrictModel):
     data: DataSection | None = None
     build: BuildSection = BuildSection()
     budgets: Budgets | None = Field(None, description="override applied to every target")
+    fidelity: FidelityOverride | None = Field(None, description="quality bars per precision, over every target's")
     overrides: dict[str, TargetOverride] = Field(default_factory=dict)
     prune: PruneConfig | None = Field(None, description="prune the model before export (edgekit.compress)")
     distill: DistillConfig | None = Field(None, description="distill the model into a student before export")
@@ -266,14 +339,16 @@ def apply_overrides(profile: TargetProfile, config: BuildConfig | None) -> Targe
     if config is None:
         return profile
     budgets = profile.budgets.merged(config.budgets)
+    fidelity = profile.fidelity.layered(config.fidelity)
     artifacts = profile.artifacts
     search = _merge_search(profile.search, config.search)
     override = config.overrides.get(profile.name)
     if override is not None:
         budgets = budgets.merged(override.budgets)
+        fidelity = fidelity.layered(override.fidelity)
         artifacts = override.artifacts or artifacts
         search = _merge_search(search, override.search)
-    return profile.model_copy(update={"budgets": budgets, "artifacts": artifacts, "search": search})
+    return profile.model_copy(update={"budgets": budgets, "fidelity": fidelity, "artifacts": artifacts, "search": search})
 
 
 def _merge_search(base: SearchSpace | None, override: SearchSpace | None) -> SearchSpace | None:

@@ -43,6 +43,7 @@ class LoadedModel:
     description: str
     sha256: str
     output_names: tuple[str, ...] = ()
+    fixed_batch: int | None = None  # the only batch the model runs at (a .pt2 exported without a dynamic batch)
 
 
 def _zip_names(path: Path) -> list[str]:
@@ -65,6 +66,28 @@ def sniff(path: Path) -> str:
     with path.open("rb") as handle:
         head = handle.read(2)
     return "pickle" if head[:1] == b"\x80" else "unknown"  # protocol-2+ pickles start with 0x80
+
+
+def exported_batch(program: torch.export.ExportedProgram) -> int | None:
+    """The batch a ``torch.export`` program is fixed to, or None when its batch dimension is dynamic.
+
+    ``torch.export.export`` without ``dynamic_shapes`` (the common case)
+    specialises every dimension to the example's; such a program refuses any
+    other batch ("Guard failed: x.size()[0] == 1"), so edgekit runs it, and
+    every artifact made from it, in chunks of exactly that batch.
+    """
+    from edgekit.batching import fixed_batch_of
+
+    user_inputs = set(program.graph_signature.user_inputs)
+    shapes = []
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in user_inputs:
+            value = node.meta.get("val")
+            shape = getattr(value, "shape", None)
+            if not shape:
+                return None
+            shapes.append(tuple(d if isinstance(d, int) else None for d in shape))
+    return fixed_batch_of(shapes) if shapes else None
 
 
 def _forward_names(module: torch.nn.Module) -> tuple[str, ...]:
@@ -98,7 +121,8 @@ def load_file(path: Path, trust_pickle: bool = False) -> LoadedModel:
         if kind == "exported":
             program = torch.export.load(str(path))
             names = tuple(program.graph_signature.user_inputs)
-            return LoadedModel(program.module(), tuple(str(n) for n in names), kind, f"torch.export {path.name}", digest)
+            return LoadedModel(program.module(), tuple(str(n) for n in names), kind, f"torch.export {path.name}", digest,
+                               fixed_batch=exported_batch(program))
         if kind == "torchscript":
             module = torch.jit.load(str(path), map_location="cpu").eval()
             names = tuple(a.name for a in module.forward.schema.arguments[1:])
@@ -245,12 +269,18 @@ def run_reference(model: LoadedModel, data: Dataset, batch_size: int = 64) -> tu
     """Run the FP32 torch model over ``data``: the reference every artifact is compared to.
 
     Also the shape check: data that does not fit the model fails here, before
-    any export, with the torch error's first line.
+    any export, with the torch error's first line. A fixed-batch model runs in
+    chunks of its batch, the last one padded.
     """
+    from edgekit.batching import pad_to
+
     outputs: list[list[np.ndarray]] = []
     names: tuple[str, ...] = ()
     with torch.inference_mode():
-        for batch in data.batches(batch_size):
+        for batch in data.batches(model.fixed_batch or batch_size):
+            real = len(next(iter(batch.values())))
+            if model.fixed_batch is not None:
+                batch, real = pad_to(batch, model.fixed_batch)
             feeds = to_torch(batch, model.input_names)
             try:
                 result = model.module(*feeds)
@@ -265,5 +295,5 @@ def run_reference(model: LoadedModel, data: Dataset, batch_size: int = 64) -> tu
             if not outputs:
                 outputs = [[] for _ in tensors]
             for slot, tensor in zip(outputs, tensors, strict=True):
-                slot.append(tensor.detach().float().numpy())
+                slot.append(tensor.detach().float().numpy()[:real])
     return [np.concatenate(parts) for parts in outputs], names

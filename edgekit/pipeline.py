@@ -31,10 +31,11 @@ from edgekit.artifact import Artifact, atomic_copy, atomic_write_bytes, ensure_w
 from edgekit.config import ArtifactRequest, BuildConfig, TargetProfile
 from edgekit.data import Dataset, Split, bind_inputs, load_npz, split
 from edgekit.errors import BackendUnavailableError, DataError, EdgekitError, InputError
+from edgekit.fidelity import FidelityTarget
 from edgekit.native_output import native_stderr_to
 from edgekit.release.manifest import MANIFEST_NAME, SCHEMA_VERSION, write_manifest
 from edgekit.select import Measured, choose
-from edgekit.validate import check_budgets, evaluate, measure_latency
+from edgekit.validate import check_budgets, decided_by, evaluate, measure_latency
 
 if TYPE_CHECKING:
     from edgekit.variants import ModelVariant
@@ -110,14 +111,15 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
-def _request_key(request: ArtifactRequest, profile: TargetProfile, model_variant: str) -> str:
+def _request_key(request: ArtifactRequest, profile: TargetProfile, model_variant: str, bar: FidelityTarget) -> str:
     """Requests with equal keys build identical artifacts, so targets share them.
 
     Device facts that change conversion (Core ML deployment target, the
-    microcontroller op set) and the model variant are part of the key.
+    microcontroller op set), the model variant and the fidelity bar the
+    backend searches against are part of the key.
     """
     relevant = {"request": request.model_dump(mode="json"), "min_ios": profile.device.min_ios,
-                "micro": profile.device.kind == "microcontroller", "model": model_variant}
+                "micro": profile.device.kind == "microcontroller", "model": model_variant, "fidelity": bar.as_dict()}
     return json.dumps(relevant, sort_keys=True)
 
 
@@ -153,8 +155,11 @@ def _artifact_name(stem: str, request: ArtifactRequest) -> str:
     return f"{stem}.{request.precision}{io}{suffix}"
 
 
-def _first_sample(data: Dataset) -> dict[str, np.ndarray]:
-    return {k: v[:1] for k, v in data.inputs.items()}
+def _first_sample(data: Dataset, batch: int | None) -> dict[str, np.ndarray]:
+    """What latency is timed on: one sample, or one full batch of a fixed-batch model."""
+    from edgekit.batching import pad_to
+
+    return pad_to({k: v[: batch or 1] for k, v in data.inputs.items()}, batch or 1)[0]
 
 
 class Build:
@@ -196,6 +201,8 @@ class Build:
         dataset = bind_inputs(load_npz(self.inputs.data_path), list(self.model.input_names), str(self.inputs.data_path))
         if data_section.task == "classification" and not dataset.labelled:
             raise DataError(f"{self.inputs.data_path} has no integer labels 'y'", "Add labels or set data.task = 'embedding'")
+        # Top-1 agreement is judged only where the first output is known to be class scores.
+        self.classes = dataset.labelled or data_section.task == "classification"
         self.split: Split = split(dataset, data_section.calibration_size, data_section.eval_size, data_section.seed)
         self.reporter.step("running the FP32 torch reference")
         from edgekit.variants import BASE, make_variant
@@ -218,7 +225,8 @@ class Build:
                 before, _ = model_loading.run_reference(self.uncompressed, self.split.evaluation)
                 self.reference_metrics["uncompressed_accuracy"] = accuracy(before, self.split.evaluation.y)  # type: ignore[arg-type]
         self.input_specs = tuple(
-            backends.TensorSpec(name, (None, *arr.shape[1:]), str(arr.dtype if arr.dtype != np.float64 else np.float32))
+            backends.TensorSpec(name, (self.model.fixed_batch, *arr.shape[1:]),
+                                str(arr.dtype if arr.dtype != np.float64 else np.float32))
             for name, arr in self.split.calibration.inputs.items()
         )
         self.variants: dict[str, ModelVariant] = {BASE: self.base}
@@ -247,8 +255,14 @@ class Build:
             self.reporter.note(f"search variant {name} left out: {why}")
 
     # ---------------------------------------------------------- stage 2
+    def _fidelity_target(self, profile: TargetProfile, precision: str) -> FidelityTarget:
+        """The quality bar a backend searches against for ``precision`` on ``profile``."""
+        budgets = profile.budgets_for(precision)
+        return FidelityTarget(budgets.min_cosine, budgets.min_top1_agreement if self.classes else None,
+                              budgets.min_sqnr_db)
+
     def _candidates(self, request: ArtifactRequest, profile: TargetProfile, variant: ModelVariant) -> CandidateSet:
-        key = _request_key(request, profile, variant.name)
+        key = _request_key(request, profile, variant.name, self._fidelity_target(profile, request.precision))
         if key in self.cache:
             return self.cache[key]
         found = CandidateSet()
@@ -283,7 +297,7 @@ class Build:
             metrics = evaluate(session, self.split.evaluation, variant.reference, self.reference_metrics.get("accuracy"))
             # An emulator's speed says nothing about the device's: no number rather than a misleading one.
             if not getattr(session, "emulated", False):
-                metrics.update(measure_latency(session, _first_sample(self.split.evaluation),
+                metrics.update(measure_latency(session, _first_sample(self.split.evaluation, variant.model.fixed_batch),
                                                self.config.build.latency_runs))
         finally:
             session.close()
@@ -303,6 +317,9 @@ class Build:
                          for k, v in self.split.calibration.inputs.items()},
             workdir=workdir,
             stem=self.stem,
+            reference=tuple(variant.calibration_reference),
+            fidelity=self._fidelity_target(profile, request.precision),
+            fixed_batch=variant.model.fixed_batch,
         )
         return module.build(job)
 
@@ -311,8 +328,9 @@ class Build:
         """Each candidate's metrics with this target's budget checks, in ``found.artifacts`` order."""
         measured = []
         for artifact in found.artifacts:
-            checks = check_budgets(found.metrics[artifact.variant], profile.budgets, artifact.size_bytes, artifact.details,
-                                   device_measured=self.config.build.latency_on_host, device_name=profile.name)
+            checks = check_budgets(found.metrics[artifact.variant], profile.budgets_for(artifact.precision),
+                                   artifact.size_bytes, artifact.details, device_measured=self.config.build.latency_on_host,
+                                   device_name=profile.name, classes=self.classes)
             measured.append(Measured(artifact.variant, found.metrics[artifact.variant], checks, artifact.size_bytes,
                                      fp32_ratio=artifact.details.get("vs_fp32", {}).get("latency_vs_fp32")))
         return measured
@@ -395,8 +413,9 @@ class Build:
             "runtime": backends.info(request.format).runtime,
             "min_runtime_version": chosen.details.get("min_runtime_version", MIN_RUNTIME.get(request.format)),
             "metrics": winner.metrics,
-            "budgets": profile.budgets.model_dump(exclude_none=True),
+            "budgets": profile.budgets_for(request.precision).model_dump(exclude_none=True),
             "checks": [c.as_dict() for c in winner.checks],
+            "quality_decided_by": decided_by(winner.checks),
             "passed": winner.passed,
         }
         if variant is not self.base:
@@ -416,7 +435,7 @@ class Build:
             if check["budget"] == "max_latency_ms" and check["status"] == "skipped" and estimated is not None:
                 side = "within" if estimated <= check["limit"] else "over"
                 check["note"] += f"; roofline estimate {estimated:.3g} ms is {side} the budget"
-        for key in ("io_quantization", "micro", "weights", "emulated"):
+        for key in ("io_quantization", "micro", "weights", "emulated", "coverage"):
             if key in chosen.details:
                 entry[key] = chosen.details[key]
         report = {**entry, "config": chosen.config, "details": chosen.details,

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit import fidelity
 from edgekit.backends import Session
 from edgekit.config import Budgets
 from edgekit.data import Dataset
@@ -56,27 +57,11 @@ def accuracy(outputs: list[np.ndarray], y: np.ndarray) -> float:
     return float(np.mean(outputs[0].reshape(len(y), -1).argmax(axis=1) == y))
 
 
-def top1_agreement(outputs: list[np.ndarray], reference: list[np.ndarray]) -> float:
-    """How often the artifact's top class equals the FP32 model's."""
-    a = outputs[0].reshape(len(outputs[0]), -1).argmax(axis=1)
-    b = reference[0].reshape(len(reference[0]), -1).argmax(axis=1)
-    return float(np.mean(a == b))
-
-
-def cosine(outputs: list[np.ndarray], reference: list[np.ndarray]) -> float:
-    """Mean per-sample cosine similarity to the reference, worst over outputs."""
-    worst = 1.0
-    for out, ref in zip(outputs, reference, strict=True):
-        a = out.reshape(len(out), -1).astype(np.float64)
-        b = ref.reshape(len(ref), -1).astype(np.float64)
-        denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-        sims = np.where(denom > 0, (a * b).sum(axis=1) / np.maximum(denom, 1e-30), 1.0)
-        worst = min(worst, float(sims.mean()))
-    return worst
-
-
-def max_abs_error(outputs: list[np.ndarray], reference: list[np.ndarray]) -> float:
-    return float(max(np.abs(o.astype(np.float64) - r).max() for o, r in zip(outputs, reference, strict=True)))
+# The fidelity metrics live in edgekit.fidelity (backends use them too); re-exported for callers here.
+top1_agreement = fidelity.top1_agreement
+cosine = fidelity.cosine
+max_abs_error = fidelity.max_abs_error
+sqnr_db = fidelity.sqnr_db
 
 
 # Float agreement: how closely a plain float program must reproduce the FP32 model, by compute precision.
@@ -104,24 +89,6 @@ def scaled_max_abs_error(outputs: list[np.ndarray], reference: list[np.ndarray])
     return worst
 
 
-def sqnr_db(outputs: list[np.ndarray], reference: list[np.ndarray]) -> float:
-    """Signal-to-quantization-noise ratio over all outputs, in dB (higher is better)."""
-    signal = sum(float(np.sum(np.square(r.astype(np.float64)))) for r in reference)
-    noise = sum(float(np.sum(np.square(o.astype(np.float64) - r))) for o, r in zip(outputs, reference, strict=True))
-    if noise == 0:
-        return float("inf")
-    return float(10 * np.log10(max(signal, 1e-30) / noise))
-
-
-FIDELITY_METRICS: dict[str, Callable[[list[np.ndarray], list[np.ndarray]], float]] = {
-    "top1_agreement": top1_agreement,
-    "cosine": cosine,
-    "max_abs_error": max_abs_error,
-    "max_abs_error_scaled": scaled_max_abs_error,
-    "sqnr_db": sqnr_db,
-}
-
-
 def evaluate(
     session: Session,
     data: Dataset,
@@ -139,12 +106,10 @@ def evaluate(
         if len(reference) != len(outputs) or any(r.shape != o.shape for r, o in zip(reference, outputs, strict=False)):
             shapes = [o.shape for o in outputs], [r.shape for r in reference]
             raise ValueError(f"artifact outputs {shapes[0]} do not match the reference outputs {shapes[1]}")
-        for name, fn in FIDELITY_METRICS.items():
-            if name == "top1_agreement" and outputs[0].reshape(len(outputs[0]), -1).shape[1] < 2:
-                continue  # a single score has no "top class"
-            value = fn(outputs, reference)
-            if np.isfinite(value):  # outputs identical to the reference have no finite SQNR; JSON has no inf
-                metrics[name] = value
+        metrics.update(fidelity.measure(outputs, reference))
+        value = scaled_max_abs_error(outputs, reference)
+        if np.isfinite(value):
+            metrics["max_abs_error_scaled"] = value
     return metrics
 
 
@@ -221,6 +186,12 @@ def _agreement_check(metrics: dict[str, float], details: dict[str, Any], no_refe
     return _check("float_agreement", limit, value, lambda v, lim: v <= lim, note if value is not None else no_reference)
 
 
+# Budgets that judge what the artifact computes. A verdict must rest on at least one of them
+# measured: with unlabelled data the accuracy budget is skipped, and fidelity must decide.
+QUALITY_BUDGETS = frozenset({"max_accuracy_drop", "min_cosine", "min_top1_agreement", "min_sqnr_db", "max_abs_error",
+                             "float_agreement"})
+
+
 def check_budgets(
     metrics: dict[str, float],
     budgets: Budgets,
@@ -228,13 +199,21 @@ def check_budgets(
     details: dict[str, Any],
     device_measured: bool,
     device_name: str,
+    classes: bool = True,
 ) -> list[Check]:
     """Compare metrics with every set budget.
 
+    ``budgets`` are the artifact's own (``TargetProfile.budgets_for`` its
+    precision: the profile's budgets over the precision's quality bar).
     ``device_measured`` says whether latency and memory were measured on the
     target device itself (``edgekit validate`` on the device, or a build with
     ``latency_on_host``). When they were not, those checks are ``skipped``
     with a note: a host number says nothing certain about a Pi.
+
+    ``classes`` says the first output is class scores (labelled data or
+    ``task = "classification"``), so ``min_top1_agreement`` is judged;
+    otherwise it is skipped with a note (the argmax of an embedding means
+    nothing).
 
     Besides the profile's budgets, a candidate whose ``details`` name a
     ``float_agreement`` precision ("fp32" or "fp16": a plain float program)
@@ -242,6 +221,10 @@ def check_budgets(
     reference within ``FLOAT_AGREEMENT[precision]`` (see
     ``scaled_max_abs_error``). It can fail whatever the profile says, so a
     float program that drifts from the model never ships as passing.
+
+    When budgets are set but no quality budget could be measured, a failing
+    ``quality`` check says so: no verdict of "pass" rests on skipped quality
+    budgets alone.
     """
     le = lambda v, lim: v <= lim  # noqa: E731
     ge = lambda v, lim: v >= lim  # noqa: E731
@@ -249,11 +232,20 @@ def check_budgets(
     not_here = f"not measured on {device_name}; run `edgekit validate --target {device_name}` or `edgekit bench` on the device"
     no_labels = "no labels in the data"
     no_reference = "no FP32 reference"
+    if "top1_agreement" not in metrics:
+        top1_note = no_reference if "cosine" not in metrics else "the first output has a single score (no top class)"
+    elif not classes:
+        top1_note = ("not judged: the data has no labels and [data] task is not 'classification', so the first "
+                     "output may not be class scores")
+    else:
+        top1_note = ""
     checks = [
         _check("max_size_mb", budgets.max_size_mb, size / MB, le),
         _check("max_accuracy_drop", budgets.max_accuracy_drop, metrics.get("accuracy_drop"), le,
                "" if "accuracy_drop" in metrics else no_labels),
         _check("min_cosine", budgets.min_cosine, metrics.get("cosine"), ge, "" if "cosine" in metrics else no_reference),
+        _check("min_top1_agreement", budgets.min_top1_agreement, None if top1_note else metrics.get("top1_agreement"),
+               ge, top1_note),
         _check("max_abs_error", budgets.max_abs_error, metrics.get("max_abs_error"), le,
                "" if "max_abs_error" in metrics else no_reference),
         _sqnr_check(budgets.min_sqnr_db, metrics, no_reference),
@@ -270,7 +262,19 @@ def check_budgets(
                micro.get("method", "no tensor-arena figure for this artifact")),
         _agreement_check(metrics, details, no_reference),
     ]
-    return [c for c in checks if c is not None]
+    found = [c for c in checks if c is not None]
+    quality = [c for c in found if c.budget in QUALITY_BUDGETS]
+    if quality and all(c.status == "skipped" for c in quality):
+        skipped = ", ".join(f"{c.budget} ({c.note})" for c in quality)
+        found.append(Check("quality", 1.0, None, "fail",
+                           f"no quality budget could be measured: {skipped}. Give data with labels, or keep a fidelity "
+                           "budget (min_cosine, min_sqnr_db) that compares with the FP32 model"))
+    return found
+
+
+def decided_by(checks: list[Check]) -> list[str]:
+    """The quality checks that were measured (pass or fail): what the verdict on quality rests on."""
+    return [c.budget for c in checks if c.budget in QUALITY_BUDGETS and c.status != "skipped"]
 
 
 def verdict(checks: list[Check]) -> bool:

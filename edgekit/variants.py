@@ -32,11 +32,12 @@ class ModelVariant:
     model: LoadedModel
     reference: list[np.ndarray]  # FP32 outputs on the evaluation split
     default_output_names: tuple[str, ...]
-    example_inputs: tuple[Any, ...]  # batch 2 from the calibration split, as torch tensors
+    example_inputs: tuple[Any, ...]  # batch 2 (or the model's fixed batch) from the calibration split, as torch tensors
     macs: int
     parameters: int
     accuracy: float | None = None
     compression: list[dict[str, Any]] = field(default_factory=list)
+    calibration_reference: list[np.ndarray] = field(default_factory=list)  # FP32 outputs on the calibration split
 
 
 def make_variant(name: str, model: LoadedModel, data: Split, compression: list[dict[str, Any]] | None = None) -> ModelVariant:
@@ -45,13 +46,18 @@ def make_variant(name: str, model: LoadedModel, data: Split, compression: list[d
     from edgekit.model import run_reference, to_torch
     from edgekit.validate import accuracy
 
+    from edgekit.batching import pad_to
+
     reference, default_names = run_reference(model, data.evaluation)
-    first = data.calibration.take(np.arange(min(2, len(data.calibration))))
-    example_inputs = to_torch(first.inputs, model.input_names)
-    batch1 = tuple(t[:1] for t in example_inputs)
+    calibration_reference, _ = run_reference(model, data.calibration)
+    batch = model.fixed_batch or 2
+    first, _ = pad_to(data.calibration.take(np.arange(min(batch, len(data.calibration)))).inputs, batch)
+    example_inputs = to_torch(first, model.input_names)
+    # MACs per sample: a fixed-batch model only runs at its batch, so count that and divide.
+    macs = count_macs(model.module, tuple(t[: model.fixed_batch or 1] for t in example_inputs)) // (model.fixed_batch or 1)
     score = accuracy(reference, data.evaluation.y) if data.evaluation.labelled else None  # type: ignore[arg-type]
-    return ModelVariant(name, model, reference, tuple(default_names), example_inputs, count_macs(model.module, batch1),
-                        count_parameters(model.module), score, list(compression or []))
+    return ModelVariant(name, model, reference, tuple(default_names), example_inputs, macs,
+                        count_parameters(model.module), score, list(compression or []), calibration_reference)
 
 
 def wanted_specs(spaces: list[SearchSpace]) -> list[tuple[VariantSpec, SearchSpace]]:

@@ -25,6 +25,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from edgekit.errors import ArtifactError, BackendUnavailableError
+from edgekit.fidelity import FidelityTarget
 
 if TYPE_CHECKING:
     import numpy as np
@@ -50,9 +51,21 @@ class ExportJob:
     """Everything a backend's ``build`` needs for one (format, precision) request.
 
     ``model`` is a torch ``nn.Module`` in eval mode and ``example_inputs`` a
-    tuple of torch tensors (batch 2, so exporters see a dynamic batch).
-    ``calibration`` holds the calibration split by input name. ``workdir`` is
-    a new, empty folder owned by this job; candidates are written inside it.
+    tuple of torch tensors (batch 2, so exporters see a dynamic batch; batch
+    ``fixed_batch`` when the model has one). ``calibration`` holds the
+    calibration split by input name. ``workdir`` is a new, empty folder owned
+    by this job; candidates are written inside it.
+
+    ``reference`` holds the FP32 torch model's outputs on ``calibration`` (in
+    ``output_names`` order) and ``fidelity`` the bar this request's candidates
+    must clear against them (``edgekit.fidelity``): a backend that can trade
+    size or speed for fidelity (keep layers float, raise int4 to int8)
+    searches until its candidates clear it, and records what it kept.
+
+    ``fixed_batch``: the model only runs at this batch size (a ``torch.export``
+    program exported without a dynamic batch). Backends then export at exactly
+    this batch, and everything that runs the artifact feeds it chunks of this
+    many samples, padding the last one.
     """
 
     model: Any
@@ -64,6 +77,9 @@ class ExportJob:
     calibration: dict[str, np.ndarray]
     workdir: Path
     stem: str
+    reference: tuple[np.ndarray, ...] = ()
+    fidelity: FidelityTarget = field(default_factory=FidelityTarget)
+    fixed_batch: int | None = None
 
 
 class Session(Protocol):
@@ -72,7 +88,9 @@ class Session(Protocol):
     ``run`` takes float/int arrays as the *model's* interface describes them
     (integer-I/O models are quantized and dequantized by the session) and
     returns the outputs in ``outputs`` order, always as float or the model's
-    declared non-quantized dtype.
+    declared non-quantized dtype. It takes any number of samples: a model
+    with a fixed batch is fed chunks of that batch, the last one padded
+    (``edgekit.batching``).
     """
 
     inputs: list[TensorSpec]

@@ -8,6 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgekit.backends import TensorSpec
+from edgekit.batching import fixed_batch_of, run_in_chunks
 from edgekit.errors import ArtifactError, DataError
 
 # ONNX Runtime's element-type strings → numpy dtype names.
@@ -50,6 +51,8 @@ class OnnxSession:
             ) from None
         self.inputs = [_spec(a) for a in self._session.get_inputs()]
         self.outputs = [_spec(a) for a in self._session.get_outputs()]
+        # Exported from a fixed-batch program: feed it chunks of exactly that many samples.
+        self.fixed_batch = fixed_batch_of([s.shape for s in self.inputs])
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         prepared = {}
@@ -60,6 +63,11 @@ class OnnxSession:
                     f"Give arrays named {', '.join(s.name for s in self.inputs)}",
                 )
             prepared[spec.name] = np.ascontiguousarray(feeds[spec.name], dtype=spec.dtype)
+        if self.fixed_batch is not None and len(next(iter(prepared.values()))) != self.fixed_batch:
+            return run_in_chunks(self._run, prepared, self.fixed_batch)
+        return self._run(prepared)
+
+    def _run(self, prepared: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:
             outputs = self._session.run(None, prepared)
         except Exception as exc:
