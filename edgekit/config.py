@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from edgekit.errors import ConfigError, TargetNotFoundError
 
@@ -108,6 +108,12 @@ class Fidelity(StrictModel):
     int8: QualityBar = DEFAULT_QUALITY["int8"]
     dynamic_int8: QualityBar = Field(DEFAULT_QUALITY["dynamic-int8"], alias="dynamic-int8")
     int4: QualityBar = DEFAULT_QUALITY["int4"]
+
+    @field_validator("fp32", "fp16", "int8", "dynamic_int8", "int4", mode="after")
+    @classmethod
+    def _over_default(cls, bar: QualityBar, info: ValidationInfo) -> QualityBar:
+        """A table that sets some values keeps the default bar's other values."""
+        return bar.over(DEFAULT_QUALITY[str(info.field_name).replace("_", "-")])
 
     def bar(self, precision: str) -> QualityBar:
         return getattr(self, precision.replace("-", "_"))
@@ -229,7 +235,8 @@ class DataSection(StrictModel):
     calibration_size: int = Field(256, ge=1)
     eval_size: int | None = Field(None, ge=1)
     seed: int = 0
-    task: TaskKind = "auto"
+    task: TaskKind = Field("auto", description="classification: the first output is class scores (top-1 agreement "
+                           "is judged, with or without labels); embedding / regression: it is not; auto: labels decide")
 
 
 class TargetOverride(StrictModel):

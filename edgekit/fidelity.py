@@ -73,6 +73,44 @@ def measure(outputs: list[np.ndarray], reference: list[np.ndarray]) -> dict[str,
     return metrics
 
 
+Z95 = 1.959964  # two-sided 95 % normal quantile
+
+
+def wilson_interval(successes: int, count: int) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion (sound at 0 % and 100 %, unlike the normal one)."""
+    if count == 0:
+        return 0.0, 1.0
+    p = successes / count
+    denom = 1 + Z95**2 / count
+    centre = (p + Z95**2 / (2 * count)) / denom
+    half = Z95 * np.sqrt(p * (1 - p) / count + Z95**2 / (4 * count**2)) / denom
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def intervals(outputs: list[np.ndarray], reference: list[np.ndarray] | None,
+              labels: np.ndarray | None = None) -> dict[str, float]:
+    """95 % confidence intervals of accuracy, top-1 agreement and mean cosine over the samples evaluated.
+
+    They say how much a figure measured on a bounded sample (an emulated
+    artifact, a small evaluation split) can move: ``<metric>_ci95_low`` and
+    ``_high`` for each metric that applies. Cosine uses the normal interval
+    of the mean of the worst output's per-sample cosines.
+    """
+    out: dict[str, float] = {}
+    count = len(outputs[0])
+    if labels is not None:
+        hits = int(np.sum(_rows(outputs[0]).argmax(axis=1) == labels))
+        out["accuracy_ci95_low"], out["accuracy_ci95_high"] = wilson_interval(hits, count)
+    if reference is not None:
+        if has_classes(reference):
+            same = int(np.sum(_rows(outputs[0]).argmax(axis=1) == _rows(reference[0]).argmax(axis=1)))
+            out["top1_agreement_ci95_low"], out["top1_agreement_ci95_high"] = wilson_interval(same, count)
+        worst = min((per_sample_cosine(o, r) for o, r in zip(outputs, reference, strict=True)), key=lambda c: c.mean())
+        half = Z95 * float(worst.std(ddof=1)) / np.sqrt(count) if count > 1 else 1.0
+        out["cosine_ci95_low"], out["cosine_ci95_high"] = float(worst.mean() - half), float(min(1.0, worst.mean() + half))
+    return out
+
+
 @dataclass(frozen=True)
 class FidelityTarget:
     """The bar candidates of one request must clear against the FP32 model (None: not required).

@@ -35,7 +35,7 @@ from edgekit.fidelity import FidelityTarget
 from edgekit.native_output import native_stderr_to
 from edgekit.release.manifest import MANIFEST_NAME, SCHEMA_VERSION, write_manifest
 from edgekit.select import Measured, choose
-from edgekit.validate import check_budgets, decided_by, evaluate, measure_latency
+from edgekit.validate import check_budgets, decided_by, emulated_sample, evaluate, measure_latency
 
 if TYPE_CHECKING:
     from edgekit.variants import ModelVariant
@@ -199,9 +199,11 @@ class Build:
             )
         self.reporter.step("loading data")
         dataset = bind_inputs(load_npz(self.inputs.data_path), list(self.model.input_names), str(self.inputs.data_path))
-        if data_section.task == "classification" and not dataset.labelled:
-            raise DataError(f"{self.inputs.data_path} has no integer labels 'y'", "Add labels or set data.task = 'embedding'")
-        # Top-1 agreement is judged only where the first output is known to be class scores.
+        if data_section.task == "classification" and dataset.y is not None and not dataset.labelled:
+            raise DataError(f"{self.inputs.data_path} has 'y' of dtype {dataset.y.dtype}, not integer class labels",
+                            "Store integer labels as 'y', or set [data] task = 'regression'")
+        # Top-1 agreement is judged where the first output is known to be class scores: labels say so, or
+        # task = "classification" does for unlabelled data (an image classifier checked on unlabelled photos).
         self.classes = dataset.labelled or data_section.task == "classification"
         self.split: Split = split(dataset, data_section.calibration_size, data_section.eval_size, data_section.seed)
         self.reporter.step("running the FP32 torch reference")
@@ -294,7 +296,17 @@ class Build:
         """
         session = backends.open_session(artifact.path)
         try:
-            metrics = evaluate(session, self.split.evaluation, variant.reference, self.reference_metrics.get("accuracy"))
+            data, reference, reference_accuracy = self.split.evaluation, variant.reference, self.reference_metrics.get("accuracy")
+            if getattr(session, "emulated", False):
+                # The emulator is slow: a bounded, seeded sample, judged against FP32 on the same samples.
+                chosen = emulated_sample(len(data), variant.macs, self.split.seed)
+                data, reference = data.take(chosen), [r[chosen] for r in reference]
+                if data.labelled:
+                    from edgekit.validate import accuracy
+
+                    reference_accuracy = accuracy([r[chosen] for r in self.base.reference], data.y)  # type: ignore[arg-type]
+            metrics = evaluate(session, data, reference, reference_accuracy)
+            metrics["samples_available"] = float(len(self.split.evaluation))
             # An emulator's speed says nothing about the device's: no number rather than a misleading one.
             if not getattr(session, "emulated", False):
                 metrics.update(measure_latency(session, _first_sample(self.split.evaluation, variant.model.fixed_batch),

@@ -160,3 +160,45 @@ def test_auto_switches_search_on_with_the_default_space() -> None:
     profile = with_search_on(load_profile("raspberry-pi-4"))
     assert profile.search.auto and profile.search.precisions is None
     assert [v.name for v in profile.search.variants()] == ["model"]
+
+
+def test_each_precision_has_a_quality_bar_and_explicit_budgets_win(tmp_path: Path) -> None:
+    from edgekit.config import DEFAULT_QUALITY, load_profile
+
+    profile = load_profile("raspberry-pi-4")
+    for precision, bar in DEFAULT_QUALITY.items():
+        budgets = profile.budgets_for(precision)
+        assert budgets.min_cosine == bar.min_cosine and budgets.min_sqnr_db == bar.min_sqnr_db
+    assert profile.budgets_for("int8").min_cosine > profile.budgets_for("int4").min_cosine
+    custom = tmp_path / "custom.toml"
+    custom.write_text('name = "custom"\ndescription = "d"\n[device]\nkind = "sbc"\narch = "a"\ncores = 1\nram_mb = 1\n'
+                      '[[artifacts]]\nformat = "onnx"\nprecision = "int8"\n'
+                      '[budgets]\nmin_cosine = 0.9\n[fidelity.int8]\nmin_sqnr_db = 20.0\n[fidelity.dynamic-int8]\n'
+                      'min_top1_agreement = 0.5\n')
+    loaded = load_profile(custom)
+    assert loaded.budgets_for("int8").min_cosine == 0.9  # [budgets] wins over the bar
+    assert loaded.budgets_for("int8").min_sqnr_db == 20.0
+    assert loaded.budgets_for("int8").min_top1_agreement == DEFAULT_QUALITY["int8"].min_top1_agreement
+    assert loaded.budgets_for("dynamic-int8").min_top1_agreement == 0.5
+
+
+def test_build_config_fidelity_layers_over_the_profile(tmp_path: Path) -> None:
+    from edgekit.config import apply_overrides, load_build_config, load_profile
+
+    config = tmp_path / "edgekit.toml"
+    config.write_text('[model]\npath = "m.pt2"\n[fidelity.int4]\nmin_cosine = 0.9\n'
+                      '[overrides.raspberry-pi-4.fidelity.int4]\nmin_sqnr_db = 5.0\n')
+    profile = apply_overrides(load_profile("raspberry-pi-4"), load_build_config(config))
+    assert profile.budgets_for("int4").min_cosine == 0.9 and profile.budgets_for("int4").min_sqnr_db == 5.0
+    assert profile.budgets_for("int8").min_cosine == 0.99
+
+
+def test_a_typo_in_a_fidelity_table_is_an_error(tmp_path: Path) -> None:
+    from edgekit.config import load_profile
+    from edgekit.errors import ConfigError
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\ndescription = "d"\n[device]\nkind = "sbc"\narch = "a"\ncores = 1\nram_mb = 1\n'
+                   '[[artifacts]]\nformat = "onnx"\nprecision = "int8"\n[fidelity.int8]\nmin_cosin = 0.9\n')
+    with pytest.raises(ConfigError, match="fidelity.int8.min_cosin"):
+        load_profile(bad)

@@ -151,3 +151,74 @@ def test_tflite_candidates_are_chosen_by_their_speed_against_fp32(tiny_cnn, tmp_
     assert selection["latency_vs_fp32_source"] == "interleaved with the FP32 model"
     assert artifact["metrics"]["latency_vs_fp32"] == selection["latency_vs_fp32"] > 0
     assert ("slower_than_fp32" in selection) == (selection["latency_vs_fp32"] > SAME_SPEED)
+
+
+def _profile(tmp_path: Path, fmt: str, precision: str = "int8", budgets: str = "") -> Path:
+    """A one-artifact profile with no quality budget of its own: only the default fidelity bars apply."""
+    path = tmp_path / f"{fmt}-{precision}.toml"
+    path.write_text(f'name = "{fmt}-{precision}"\ndescription = "test"\n'
+                    '[device]\nkind = "sbc"\narch = "aarch64"\ncores = 4\nram_mb = 1024\n'
+                    f'[[artifacts]]\nformat = "{fmt}"\nprecision = "{precision}"\n{budgets}')
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_a_ruined_static_calibration_cannot_ship_on_unlabelled_data(tiny_cnn, tmp_path: Path, fmt: str) -> None:
+    """Calibration samples scaled x200 give static INT8 useless ranges; only fidelity can catch it without labels."""
+    import numpy as np
+
+    from edgekit.data import Dataset, split
+
+    with np.load(tiny_cnn.data) as archive:
+        x = archive["x"].copy()
+    calibration_size = 32
+    # Split sample numbers the way the build splits samples, to learn which ones calibrate.
+    numbers = split(Dataset({"x": np.arange(len(x))}, None), calibration_size, None, seed=0)
+    x[numbers.calibration.inputs["x"]] *= 200.0
+    data = tmp_path / "ruined.npz"
+    np.savez(data, x=x)  # no labels: the accuracy budget cannot decide
+    config = BuildConfig(
+        model=ModelSection(name="tiny", factory=tiny_cnn.factory, weights=str(tiny_cnn.weights)),
+        data=DataSection(path=str(data), calibration_size=calibration_size, task="classification"),
+        base_dir=tiny_cnn.folder,
+    )
+    profile = load_profile(_profile(tmp_path, fmt))
+    result = Build(BuildInputs(config, [profile], data, tmp_path / "out")).run()
+    (shipped,) = result.manifest["artifacts"]
+    report = json.loads((tmp_path / "out" / shipped["report"]).read_text())
+    candidates = {c["variant"]: c for c in report["selection"]["candidates"]}
+    static = [c for name, c in candidates.items() if "static" in name]
+    assert static and all(not c["passed"] for c in static), "a ruined static calibration must fail its fidelity bar"
+    assert all(c["metrics"]["cosine"] < 0.99 for c in static)
+    assert "static" not in shipped["variant"] and shipped["passed"]
+    assert shipped["metrics"]["cosine"] >= 0.99
+    assert {"min_cosine", "min_top1_agreement"} <= set(shipped["quality_decided_by"])
+
+
+def test_a_fixed_batch_program_builds_for_every_format(tiny_cnn, tmp_path: Path) -> None:
+    """torch.export without dynamic_shapes (the common case) gives a batch-1 program; it must build and validate."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("fixed_batch_model", tiny_cnn.factory.rsplit(":", 1)[0])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.create().eval()
+    model.load_state_dict(torch.load(tiny_cnn.weights, weights_only=True))
+    program = torch.export.export(model, (torch.zeros(1, 1, 8, 8),))
+    pt2 = tmp_path / "fixed.pt2"
+    torch.export.save(program, str(pt2))
+    config = BuildConfig(model=ModelSection(name="fixed", path=str(pt2)),
+                         data=DataSection(path=str(tiny_cnn.data), calibration_size=32), base_dir=tmp_path)
+    profiles = [load_profile(_profile(tmp_path, fmt, "fp32")) for fmt in ("onnx", "tflite", "coreml")]
+    result = Build(BuildInputs(config, profiles, tiny_cnn.data, tmp_path / "out")).run()
+    manifest = result.manifest
+    assert not [e for t in manifest["targets"] for e in t["errors"]], manifest["targets"]
+    assert {a["format"] for a in manifest["artifacts"]} == {"onnx", "tflite", "coreml"}
+    assert manifest["model"]["inputs"][0]["shape"][0] == 1
+    for artifact in manifest["artifacts"]:
+        assert artifact["passed"], (artifact["format"], artifact["checks"])
+        assert artifact["metrics"]["samples"] == manifest["data"]["evaluation_size"]
+        assert artifact["metrics"]["accuracy_drop"] == 0.0
+    assert result.exit_code == 0

@@ -2,7 +2,7 @@ import numpy as np
 
 from edgekit.config import Budgets
 from edgekit.select import Measured, choose
-from edgekit.validate import Check, check_budgets, cosine, max_abs_error, sqnr_db, top1_agreement, verdict
+from edgekit.validate import Check, check_budgets, cosine, decided_by, max_abs_error, sqnr_db, top1_agreement, verdict
 
 
 def test_fidelity_metrics_on_known_values() -> None:
@@ -103,3 +103,24 @@ def test_float_agreement_check_only_for_declared_float_programs_and_it_can_fail(
     # Selection then ships the candidate that agrees, even when the drifting one is smaller.
     winner, _ = choose([Measured("fp16", {}, [failed], size_bytes=100), Measured("fp16-norm32", {}, [passed], size_bytes=101)])
     assert winner.variant == "fp16-norm32"
+
+
+def test_a_verdict_never_rests_on_skipped_quality_budgets() -> None:
+    """Unlabelled data and no FP32 reference: every quality budget is skipped, so the artifact cannot pass."""
+    budgets = Budgets(max_size_mb=1.0, max_accuracy_drop=0.01, min_cosine=0.99)
+    checks = check_budgets({"samples": 10.0}, budgets, 1000, {}, device_measured=False, device_name="pi")
+    quality = [c for c in checks if c.budget == "quality"]
+    assert quality and quality[0].status == "fail" and "max_accuracy_drop" in quality[0].note
+    assert not verdict(checks)
+    measured = check_budgets({"cosine": 0.995}, budgets, 1000, {}, device_measured=False, device_name="pi")
+    assert verdict(measured) and decided_by(measured) == ["min_cosine"]
+
+
+def test_top1_agreement_is_judged_only_for_class_scores() -> None:
+    budgets = Budgets(min_top1_agreement=0.95)
+    metrics = {"cosine": 0.999, "top1_agreement": 0.5}
+    judged = {c.budget: c for c in check_budgets(metrics, budgets, 1, {}, device_measured=False, device_name="d")}
+    assert judged["min_top1_agreement"].status == "fail"
+    unjudged = {c.budget: c for c in check_budgets(metrics, budgets, 1, {}, device_measured=False, device_name="d",
+                                                   classes=False)}
+    assert unjudged["min_top1_agreement"].status == "skipped" and "task" in unjudged["min_top1_agreement"].note

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -120,15 +121,17 @@ def validate(artifact: Path, data: Path, target: str | None, reference: Path | N
     target's latency budget for real.
     """
     from edgekit.backends import open_session
-    from edgekit.config import load_profile
+    from edgekit.config import Precision, load_profile
     from edgekit.data import bind_inputs, load_npz
     from edgekit.validate import check_budgets, evaluate, measure_latency, peak_rss_mb, run_batched, verdict
     from edgekit.artifact import size_bytes
 
     session = open_session(artifact)
     dataset = bind_inputs(load_npz(data), [s.name for s in session.inputs], str(data))
+    recorded = _build_report(artifact)
     baseline = None
-    baseline_accuracy = None
+    # Without a reference artifact, the FP32 accuracy the build measured stands in for the accuracy drop.
+    baseline_accuracy = recorded.get("reference", {}).get("accuracy") if dataset.labelled else None
     if reference is not None:
         baseline = run_batched(open_session(reference), dataset)
         if dataset.labelled:
@@ -143,8 +146,11 @@ def validate(artifact: Path, data: Path, target: str | None, reference: Path | N
     passed = True
     if target:
         profile = load_profile(target)
-        checks = check_budgets(metrics, profile.budgets, report["size_bytes"], _build_details(artifact),
-                               device_measured=True, device_name=profile.name)
+        precision = recorded.get("precision")
+        known = typing.get_args(Precision)
+        budgets = profile.budgets_for(precision) if precision in known else profile.budgets
+        checks = check_budgets(metrics, budgets, report["size_bytes"], _build_details(artifact),
+                               device_measured=True, device_name=profile.name, classes=dataset.labelled)
         report["target"] = profile.name
         report["checks"] = [c.as_dict() for c in checks]
         passed = verdict(checks)
@@ -166,16 +172,24 @@ def validate(artifact: Path, data: Path, target: str | None, reference: Path | N
         raise BudgetError(f"{artifact.name} misses the budgets of {target}", "See the failed checks above")
 
 
-def _build_details(artifact: Path) -> dict[str, Any]:
-    """The backend details `edgekit build` recorded beside the artifact (tensor arena, float agreement), if any.
+def _build_report(artifact: Path) -> dict[str, Any]:
+    """The report `edgekit build` wrote beside the artifact (``<artifact>.report.json``), or {} without one.
 
-    They carry facts the checks need that the artifact alone does not state;
-    an artifact copied without its report is checked without them.
+    It carries facts the checks need that the artifact alone does not state:
+    its precision (whose quality bar applies), the FP32 accuracy, the tensor
+    arena, the float-agreement precision. An artifact copied without its
+    report is checked without them.
     """
     try:
-        details = json.loads(Path(f"{artifact}.report.json").read_text(encoding="utf-8")).get("details")
-    except (OSError, ValueError, AttributeError):
+        report = json.loads(Path(f"{artifact}.report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return {}
+    return report if isinstance(report, dict) else {}
+
+
+def _build_details(artifact: Path) -> dict[str, Any]:
+    """The backend details of the build's report (see ``_build_report``)."""
+    details = _build_report(artifact).get("details")
     return details if isinstance(details, dict) else {}
 
 

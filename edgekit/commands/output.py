@@ -78,8 +78,15 @@ def _fmt(value: float | None, pattern: str) -> str:
     return "—" if value is None else pattern.format(value)
 
 
+# Short names of the quality checks a verdict rested on, for the table's "judged on" column.
+_QUALITY_SHORT = {"max_accuracy_drop": "acc", "min_cosine": "cos", "min_top1_agreement": "top1", "min_sqnr_db": "sqnr",
+                  "max_abs_error": "abs", "float_agreement": "float"}
+
+
 def summary_table(manifest: dict[str, Any]) -> Table:
-    """target × artifact: size, accuracy, agreement, host latency, verdict."""
+    """target × artifact: size, accuracy, fidelity, coverage, host latency, verdict and what quality it was judged on."""
+    from edgekit.coverage import summary as coverage_summary
+
     model = manifest["model"]
     reference = manifest.get("reference", {})
     title = f"{model['name']} {model['version']}"
@@ -87,21 +94,27 @@ def summary_table(manifest: dict[str, Any]) -> Table:
         title += f" — FP32 torch accuracy {reference['accuracy']:.4f}"
     table = Table(title=title)
     for column, justify in [("target", "left"), ("artifact", "left"), ("variant", "left"), ("size KB", "right"),
-                            ("accuracy", "right"), ("Δacc", "right"), ("cosine", "right"), ("host p50 ms", "right"),
-                            ("verdict", "left")]:
+                            ("accuracy", "right"), ("Δacc", "right"), ("cosine", "right"), ("top-1", "right"),
+                            ("coverage", "right"), ("host p50 ms", "right"), ("judged on", "left"), ("verdict", "left")]:
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for artifact in manifest["artifacts"]:
         m = artifact["metrics"]
         failed = [c["budget"] for c in artifact["checks"] if c["status"] == "fail"]
         verdict = "[green]pass[/]" if artifact["passed"] else f"[red]FAIL[/] {', '.join(failed)}"
+        judged = [_QUALITY_SHORT.get(b, b) for b in artifact.get("quality_decided_by", [])]
+        coverage = coverage_summary(artifact["coverage"]) if "coverage" in artifact else "—"
+        if artifact.get("coverage", {}).get("partial"):
+            coverage = f"[yellow]{coverage}[/]"
         table.add_row(
             artifact["target"], f"{artifact['format']} {artifact['precision']}" + ("" if artifact["io"] == "float" else f" io={artifact['io']}"),
             "/".join(filter(None, [artifact.get("model_variant"), artifact["variant"]])),
             f"{artifact['size_bytes'] / 1024:.1f}", _fmt(m.get("accuracy"), "{:.4f}"),
             _fmt(m.get("accuracy_drop"), "{:+.4f}"), _fmt(m.get("cosine"), "{:.5f}"),
-            _fmt(m.get("latency_p50_ms"), "{:.3f}") if not artifact.get("emulated") else "emulated", verdict,
+            _fmt(m.get("top1_agreement"), "{:.4f}"), coverage,
+            _fmt(m.get("latency_p50_ms"), "{:.3f}") if not artifact.get("emulated") else "emulated",
+            " ".join(judged) or "[red]nothing[/]", verdict,
         )
     for target in manifest["targets"]:
         if target["status"] in ("error", "skipped"):
-            table.add_row(target["name"], "—", "—", "", "", "", "", "", f"[yellow]{target['status']}[/]")
+            table.add_row(target["name"], "—", "—", "", "", "", "", "", "", "", "", f"[yellow]{target['status']}[/]")
     return table
