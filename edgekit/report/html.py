@@ -336,8 +336,26 @@ def _img(data: str | None, caption: str) -> str:
     return f'<figure><img alt="{_e(caption)}" src="data:image/png;base64,{data}"><figcaption>{_e(caption)}</figcaption></figure>'
 
 
+def _coverage_cell(coverage: Any) -> str:
+    """Share of weights in the requested precision, fast-path ops, and the largest ops left float with why."""
+    if not isinstance(coverage, dict) or "weights_share" not in coverage:
+        return "–"
+    lines = [f"{_pct(coverage['weights_share'])} of weights"]
+    if isinstance(coverage.get("fast_share"), (int, float)):
+        lines.append(f"{_pct(coverage['fast_share'])} of compute ops on the fast path")
+    if coverage.get("partial"):
+        lines.append(f"<b>partial</b> (below {_pct(coverage.get('floor'))})")
+    floats = coverage.get("float_ops") or []
+    for op in floats[:5]:
+        where = f" ({_e(op.get('module'))})" if op.get("module") else ""
+        lines.append(f'<span class="src">float: {_e(op.get("name"))}{where}: {_e(op.get("reason"))}</span>')
+    if len(floats) > 5:
+        lines.append(f'<span class="src">… {len(floats) - 5} more float op(s) in the report JSON</span>')
+    return "<br>".join(lines)
+
+
 def _artifact_table(artifacts: list[dict[str, Any]], bench: list[dict[str, Any]], reference: dict[str, Any]) -> str:
-    head = ("<tr><th>artifact</th><th>size</th><th>accuracy</th><th>agreement with FP32</th>"
+    head = ("<tr><th>artifact</th><th>size</th><th>accuracy</th><th>agreement with FP32</th><th>coverage</th>"
             "<th>latency (p50)</th><th>budgets</th><th>verdict</th></tr>")
     rows = []
     for a in artifacts:
@@ -354,6 +372,14 @@ def _artifact_table(artifacts: list[dict[str, Any]], bench: list[dict[str, Any]]
             agreement.append(f"SQNR {_num(m['sqnr_db'], '.1f')} dB")
         if isinstance(m.get("max_abs_error"), (int, float)):
             agreement.append(f"max |err| {_num(m['max_abs_error'], '.3g')}")
+        if isinstance(m.get("samples"), (int, float)) and isinstance(m.get("samples_available"), (int, float)) \
+                and m["samples"] < m["samples_available"]:
+            low, high = m.get("cosine_ci95_low"), m.get("cosine_ci95_high")
+            interval = f", cosine 95% CI {_num(low, '.4f')}–{_num(high, '.4f')}" if low is not None else ""
+            agreement.append(f"on {int(m['samples'])} of {int(m['samples_available'])} samples{interval}")
+        judged = a.get("quality_decided_by")
+        if isinstance(judged, list):
+            agreement.append("quality judged on: " + (", ".join(str(j) for j in judged) or "nothing"))
         checks = list(a.get("checks") or [])
         for result in _bench_for(a, bench):
             checks += [{**c, "from_bench": True, "note": f"bench on {result['_machine']}: {c.get('note', '')}"}
@@ -363,7 +389,7 @@ def _artifact_table(artifacts: list[dict[str, Any]], bench: list[dict[str, Any]]
                 f"<br><span class=\"src\">{_e(a.get('path'))}</span>")
         rows.append(
             f"<tr><td>{name}</td><td class=\"num\">{_size(a.get('size_bytes'))}</td><td class=\"num\">{accuracy}</td>"
-            f"<td>{'<br>'.join(_e(x) for x in agreement) or '–'}</td>"
+            f"<td>{'<br>'.join(_e(x) for x in agreement) or '–'}</td><td>{_coverage_cell(a.get('coverage'))}</td>"
             f"<td class=\"num\">{_latency_cell(_latencies(a, bench))}</td><td>{_checks(checks)}</td>"
             f"<td>{_badge('pass' if a.get('passed') else 'fail' if a.get('passed') is False else 'unknown')}</td></tr>"
         )
