@@ -88,7 +88,25 @@ def load_npz(path: Path) -> Dataset:
     for name, array in arrays.items():
         if array.dtype.kind not in "biuf":
             raise DataError(f"{path}: array '{name}' has dtype {array.dtype}", "Use numeric arrays (float, int or bool)")
-    return Dataset(inputs, arrays.get(LABEL_KEY), path, sha256_file(path))
+        _refuse_non_finite(path, name, array)
+    labels = arrays.get(LABEL_KEY)
+    if labels is not None and labels.dtype.kind in "iu" and labels.size and labels.min() < 0:
+        first = int(np.flatnonzero(labels.reshape(len(labels), -1).min(axis=1) < 0)[0])
+        raise DataError(f"{path}: label 'y' of sample {first} is {labels.reshape(len(labels), -1)[first].min()}, "
+                        "below 0", "Class labels are 0 .. classes-1; fix or drop that sample")
+    return Dataset(inputs, labels, path, sha256_file(path))
+
+
+def _refuse_non_finite(path: Path, name: str, array: np.ndarray) -> None:
+    """NaN or infinity would run through every converter and only show as a failed metric much later."""
+    if array.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        what = "NaN" if np.isnan(array[first]).any() else "infinity"
+        raise DataError(f"{path}: array '{name}' holds {what} (first in sample {first}; {int(bad.sum())} sample(s) "
+                        "affected)", "Remove or repair those samples; edgekit needs finite numbers")
 
 
 def split(dataset: Dataset, calibration_size: int, eval_size: int | None, seed: int) -> Split:

@@ -54,8 +54,26 @@ def _zip_names(path: Path) -> list[str]:
         return []
 
 
+def is_safetensors(path: Path) -> bool:
+    """Whether ``path`` is a safetensors file: an 8-byte little-endian header length, then that much JSON."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+            if len(head) < 8:
+                return False
+            length = int.from_bytes(head, "little")
+            if not 2 <= length <= 100_000_000 or length + 8 > path.stat().st_size:
+                return False
+            header = handle.read(min(length, 1 << 20))
+    except OSError:
+        return False
+    return header[:1] == b"{"
+
+
 def sniff(path: Path) -> str:
-    """Classify a model file: "exported", "torchscript", "pickle" or "unknown"."""
+    """Classify a model file: "exported", "torchscript", "safetensors", "pickle" or "unknown"."""
+    if is_safetensors(path):  # before the pickle test: a 128-byte header length starts with 0x80 too
+        return "safetensors"
     names = _zip_names(path)
     if any(n.endswith("/archive_format") or "/models/" in n for n in names):
         return "exported"
@@ -129,6 +147,12 @@ def load_file(path: Path, trust_pickle: bool = False) -> LoadedModel:
             return LoadedModel(module, names, kind, f"TorchScript {path.name}", digest)
     except Exception as exc:  # torch raises many unrelated types for damaged archives
         raise _corrupt(path, exc) from None
+    if kind == "safetensors":
+        raise ModelLoadError(
+            f"{path.name} is a safetensors weights file: it holds tensors, not the model's code",
+            "Give the model as a factory plus these weights: edgekit build module:function --weights "
+            f"{path.name} (or model.factory and model.weights in edgekit.toml)",
+        )
     if kind == "pickle":
         if not trust_pickle:
             raise SecurityError(
@@ -191,7 +215,7 @@ def _import_factory(spec: str, base_dir: Path) -> Any:
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ModelLoadError(f"weights file not found: {path}", "Check model.weights")
-    if path.suffix == ".safetensors":
+    if is_safetensors(path):  # by content, not by name
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 

@@ -217,6 +217,13 @@ class Build:
                 f"model.outputs names {len(self.output_names)} output(s) but the model returns {len(self.reference)}",
                 "List one name per returned tensor, in order",
             )
+        if dataset.labelled and self.reference[0].ndim >= 2:
+            classes = int(np.prod(self.reference[0].shape[1:]))
+            if int(dataset.y.max()) >= classes:  # type: ignore[union-attr]
+                first = int(np.flatnonzero(dataset.y >= classes)[0])  # type: ignore[operator]
+                raise DataError(f"{self.inputs.data_path}: label 'y' of sample {first} is {int(dataset.y[first])}, but "  # type: ignore[index]
+                                f"the model's first output has {classes} class scores",
+                                "Labels must index the first output's classes (0 .. classes-1); check 'y' and the model")
         self.reference_metrics: dict[str, float] = {}
         if self.base.accuracy is not None:
             from edgekit.validate import accuracy

@@ -64,3 +64,24 @@ def test_bind_maps_x_to_single_input_and_names_mismatches(tmp_path: Path) -> Non
     with pytest.raises(DataError) as err:
         bind_inputs(data, ["input_ids", "attention_mask"], "d.npz")
     assert "'input_ids', 'attention_mask'" in err.value.message
+
+
+def test_non_finite_values_are_refused_naming_the_array_and_sample(tmp_path: Path) -> None:
+    x = np.zeros((10, 3), dtype=np.float32)
+    x[7, 1] = np.nan
+    path = tmp_path / "nan.npz"
+    np.savez(path, x=x)
+    with pytest.raises(DataError, match=r"'x' holds NaN \(first in sample 7; 1 sample"):
+        load_npz(path)
+    y = np.zeros(10, dtype=np.float32)
+    y[2] = np.inf
+    np.savez(path, x=np.zeros((10, 3), dtype=np.float32), y=y)
+    with pytest.raises(DataError, match=r"'y' holds infinity \(first in sample 2"):
+        load_npz(path)
+
+
+def test_negative_class_labels_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "labels.npz"
+    np.savez(path, x=np.zeros((4, 2), dtype=np.float32), y=np.array([0, 1, -1, 2]))
+    with pytest.raises(DataError, match="sample 2 is -1"):
+        load_npz(path)

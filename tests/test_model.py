@@ -102,3 +102,43 @@ def test_data_that_does_not_fit_the_model(tmp_path: Path, tiny_cnn) -> None:
     with pytest.raises(DataError) as err:
         run_reference(loaded, data)
     assert "shape (3, 8, 8)" in err.value.message
+
+
+def test_a_safetensors_file_is_never_called_a_pickle(tmp_path: Path, affine: Affine, tiny_cnn) -> None:
+    """A 128-byte safetensors header length starts the file with 0x80, the pickle protocol byte."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "weights.bin"  # the suffix says nothing: content decides
+    tensors = {"w": torch.zeros(1)}
+    save_file(tensors, path)
+    while path.read_bytes()[0] != 0x80:  # grow the header until its length is 128..255 bytes
+        tensors[f"t{len(tensors)}"] = torch.zeros(1)
+        save_file(tensors, path)
+    assert sniff(path) == "safetensors"
+    with pytest.raises(ModelLoadError) as err:
+        load_file(path)
+    assert "safetensors weights file" in err.value.message and "--weights" in err.value.message
+    assert "pickle" not in err.value.message.lower()
+    named_as_pt = tmp_path / "state.pt"
+    loaded = load_factory(tiny_cnn.factory, tiny_cnn.weights, tmp_path)
+    save_file(loaded.module.state_dict(), named_as_pt)
+    again = load_factory(tiny_cnn.factory, named_as_pt, tmp_path)  # safetensors bytes under a .pt name
+    x = torch.rand(2, 1, 8, 8)
+    assert torch.equal(again.module(x), loaded.module(x))
+
+
+def test_a_fixed_batch_program_loads_with_its_batch(tmp_path: Path, affine: Affine) -> None:
+    from edgekit.data import Dataset
+
+    program = torch.export.export(affine, (torch.randn(1, 4),))
+    path = tmp_path / "fixed.pt2"
+    torch.export.save(program, path)
+    loaded = load_file(path)
+    assert loaded.fixed_batch == 1
+    features = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    (outputs,), _ = run_reference(loaded, Dataset({"features": features}, None))
+    with torch.no_grad():
+        assert np.allclose(outputs, affine(torch.from_numpy(features)).numpy(), atol=1e-6)
+    dynamic = torch.export.export(affine, (torch.randn(2, 4),), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(dynamic, tmp_path / "dynamic.pt2")
+    assert load_file(tmp_path / "dynamic.pt2").fixed_batch is None

@@ -222,3 +222,20 @@ def test_a_fixed_batch_program_builds_for_every_format(tiny_cnn, tmp_path: Path)
         assert artifact["metrics"]["samples"] == manifest["data"]["evaluation_size"]
         assert artifact["metrics"]["accuracy_drop"] == 0.0
     assert result.exit_code == 0
+
+
+def test_labels_beyond_the_models_classes_are_refused_before_any_export(tiny_cnn, tmp_path: Path) -> None:
+    import numpy as np
+
+    from edgekit.errors import DataError
+
+    with np.load(tiny_cnn.data) as archive:
+        x, y = archive["x"], archive["y"].copy()
+    y[5] = 10  # the CNN has 10 classes: 0..9
+    data = tmp_path / "labels.npz"
+    np.savez(data, x=x, y=y)
+    config = BuildConfig(model=ModelSection(name="tiny", factory=tiny_cnn.factory, weights=str(tiny_cnn.weights)),
+                         data=DataSection(path=str(data)), base_dir=tiny_cnn.folder)
+    with pytest.raises(DataError, match="sample 5 is 10, but the model's first output has 10 class scores"):
+        Build(BuildInputs(config, [load_profile("raspberry-pi-4")], data, tmp_path / "out")).run()
+    assert not (tmp_path / "out" / ".work").exists() or not any((tmp_path / "out" / ".work").iterdir())

@@ -112,7 +112,7 @@ def _finish(result: Any, as_json: bool) -> None:
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="Evaluation data (.npz).")
 @click.option("--target", "-t", "target", help="Profile whose budgets to check (name or .toml).")
 @click.option("--reference", type=click.Path(path_type=Path), help="Baseline artifact (e.g. the FP32 one) to compare with.")
-@click.option("--runs", default=50, show_default=True, help="Timed runs for latency.")
+@click.option("--runs", default=50, show_default=True, type=click.IntRange(min=1), help="Timed runs for latency.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def validate(artifact: Path, data: Path, target: str | None, reference: Path | None, runs: int, as_json: bool) -> None:
     """Validate one artifact in its own runtime (no torch needed).
