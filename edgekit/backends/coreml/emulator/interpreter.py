@@ -9,6 +9,7 @@ makes an FP16 program behave like one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,14 +22,26 @@ from edgekit.errors import ArtifactError, DataError, EdgekitError, UnsupportedMo
 
 _MISSING = object()
 
+# Ops whose outputs are input values (moved, selected, compared) or their fp16 constants: when every float
+# input is fp16, the outputs are fp16 values already and rounding them again is skipped (it changes no
+# bit and cost a fifth of a MobileNetV2 run, mostly in its ReLU6 clips).
+VALUE_PRESERVING = frozenset({
+    "reshape", "reshape_like", "transpose", "concat", "stack", "split", "squeeze", "expand_dims", "flatten2d",
+    "slice_by_index", "slice_by_size", "gather", "gather_along_axis", "gather_nd", "tile", "reverse",
+    "pixel_shuffle", "pixel_unshuffle", "pad", "relu", "clip", "threshold", "select", "max_pool", "reduce_max",
+    "reduce_min", "maximum", "minimum", "identity",
+})
+
 
 class OpContext:
     """What an op implementation sees: its inputs, attributes and declared outputs."""
 
-    def __init__(self, op: Operation, function: str, env: dict[str, Any]) -> None:
+    def __init__(self, op: Operation, function: str, env: dict[str, Any],
+                 promoted: dict[int, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
         self.op = op
         self.function = function
         self._env = env
+        self._promoted = promoted or {}
 
     def where(self) -> str:
         return self.op.where(self.function)
@@ -63,6 +76,9 @@ class OpContext:
         """Input ``param`` with floating point promoted to float32 (the compute precision)."""
         value = self.raw(param, default)
         if isinstance(value, np.ndarray) and value.dtype in (np.float16, np.float64):
+            cached = self._promoted.get(id(value))
+            if cached is not None and cached[0] is value:
+                return cached[1]
             return value.astype(np.float32)
         if isinstance(value, np.floating):
             return np.float32(value)
@@ -100,7 +116,7 @@ class OpContext:
         return self.op.outputs[index][1].dtype
 
 
-def _round_to(value: Any, dtype: str, exact_storage: bool) -> np.ndarray:
+def _round_to(value: Any, dtype: str, exact_storage: bool, already_fp16: bool = False) -> np.ndarray:
     """Round/cast an op result to its declared MIL dtype (fp32 math → fp16 storage, etc.).
 
     Activations of FP16 programs are rounded to fp16 values but kept in float32
@@ -111,7 +127,7 @@ def _round_to(value: Any, dtype: str, exact_storage: bool) -> np.ndarray:
     if dtype == "string":
         return array
     if dtype == "fp16" and not exact_storage and array.dtype == np.float32:
-        return round_to_fp16(array)
+        return array if already_fp16 else round_to_fp16(array)
     target = numpy_dtype(dtype)
     if array.dtype == target:
         return array
@@ -137,6 +153,29 @@ class Interpreter:
         # Checked up front so that a model with an unknown op fails at load, naming the op.
         for op in self.steps:
             self._implementation(op)
+        self._fp16_exact = self._value_preserving_steps()
+        # fp16 weights promoted to float32 once, not at every run (converting MobileNetV2's 3.5 M weights
+        # cost ~20 ms a run); read-only, so an op that wrote into its input would fail loudly.
+        self._promoted: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for value in self.constants.values():
+            if isinstance(value, np.ndarray) and value.dtype == np.float16 and value.size > 64:
+                wide = value.astype(np.float32)
+                wide.flags.writeable = False
+                self._promoted[id(value)] = (value, wide)
+
+    def _value_preserving_steps(self) -> frozenset[int]:
+        """Positions of VALUE_PRESERVING ops whose float inputs and outputs are all declared fp16."""
+        declared = {name: ttype.dtype for name, ttype in self.function.inputs}
+        declared.update({name: ttype.dtype for op in self.function.operations for name, ttype in op.outputs})
+        exact = set()
+        for op in self.steps:
+            if op.type not in VALUE_PRESERVING or any(t.dtype != "fp16" for _, t in op.outputs if t.dtype in FLOATS):
+                continue
+            dtypes = [declared.get(a.name) if a.name is not None else a.dtype for args in op.inputs.values() for a in args]
+            dtypes += list(op.attribute_types.values())
+            if all(d not in FLOATS or d == "fp16" for d in dtypes):
+                exact.add(op.position)
+        return frozenset(exact)
 
     def _implementation(self, op: Operation) -> Any:
         if op.has_blocks:
@@ -154,7 +193,7 @@ class Interpreter:
 
     def _execute(self, op: Operation, env: dict[str, Any], exact_storage: bool = False) -> None:
         fn = self._implementation(op)
-        ctx = OpContext(op, self.function.name, env)
+        ctx = OpContext(op, self.function.name, env, None if exact_storage else self._promoted)
         try:
             result = fn(ctx)
         except EdgekitError:
@@ -170,9 +209,10 @@ class Interpreter:
                 f"{op.where(self.function.name)} produced {len(results)} outputs, the program declares {len(op.outputs)}",
                 "This is a bug in the emulator",
             )
+        already_fp16 = op.position in self._fp16_exact if not exact_storage else False
         for (name, ttype), value in zip(op.outputs, results, strict=True):
             with np.errstate(over="ignore"):  # fp16 overflow to inf is what an FP16 program does
-                rounded = _round_to(value, ttype.dtype, exact_storage)
+                rounded = _round_to(value, ttype.dtype, exact_storage, already_fp16)
             declared = ttype.shape
             # The converter declares every static dim; disagreeing with it means the emulator
             # misread the op (or the file is inconsistent), which must not pass silently.
@@ -186,11 +226,22 @@ class Interpreter:
                 )
             env[name] = rounded
 
-    def run(self, feeds: dict[str, np.ndarray], overrides: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    def promote(self, values: dict[str, np.ndarray]) -> None:
+        """Keep float32 copies of fp16 ``values`` (override weights used for many runs) like the constants'."""
+        for value in values.values():
+            if isinstance(value, np.ndarray) and value.dtype == np.float16 and id(value) not in self._promoted:
+                wide = value.astype(np.float32)
+                wide.flags.writeable = False
+                self._promoted[id(value)] = (value, wide)
+
+    def run(self, feeds: dict[str, np.ndarray], overrides: dict[str, np.ndarray] | None = None,
+            observe: Callable[[Operation, dict[str, Any]], None] | None = None) -> dict[str, np.ndarray]:
         """Run the function on ``feeds`` (by function input name); return every function output.
 
-        ``overrides`` replaces named constants for this run only (used to measure
-        how much compressing one weight changes the outputs).
+        ``overrides`` replaces named constants for this run only (the fallback
+        search swaps decoded weights in and out this way). ``observe(op, env)``
+        is called after each op with every value computed so far (the search
+        reads activation statistics through it).
         """
         env: dict[str, Any] = dict(self.constants)
         if overrides:
@@ -207,6 +258,8 @@ class Interpreter:
             env[name] = value.astype(numpy_dtype(ttype.dtype), copy=False)
         for op in self.steps:
             self._execute(op, env)
+            if observe is not None:
+                observe(op, env)
         declared = {name: ttype.dtype for op in self.function.operations for name, ttype in op.outputs}
         declared.update({name: ttype.dtype for name, ttype in self.function.inputs})
         return {name: env[name].astype(numpy_dtype(declared.get(name, "fp32")), copy=False) for name in self.function.outputs}

@@ -83,6 +83,82 @@ def _windows(x: np.ndarray, kernels, strides, dilations) -> np.ndarray:  # type:
     return view[index]
 
 
+# Working-set bound of the depthwise and grouped conv loops: one block of padded input channels of one
+# sample (float32 values). 2**18 values (1 MB) kept MobileNetV2's 112x112 depthwise convs in L2/L3 and
+# ran them 1.5-2.2x faster than whole-batch array ops, which stream tens of MB per kernel tap.
+_BLOCK_VALUES = 1 << 18
+
+
+def _pointwise(x: np.ndarray, weight: np.ndarray, strides: list[int]) -> np.ndarray:
+    """1x1 conv, groups 1: per sample one (C_out, C) @ (C, pixels) BLAS call written straight into the output."""
+    n, c = x.shape[:2]
+    x = np.ascontiguousarray(x[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides)])
+    spatial = x.shape[2:]
+    flat = x.reshape(n, c, -1)
+    w = np.ascontiguousarray(weight.reshape(weight.shape[0], c))
+    out = np.empty((n, w.shape[0], flat.shape[2]), dtype=np.float32)
+    for i in range(n):
+        np.matmul(w, flat[i], out=out[i])
+    return out.reshape((n, w.shape[0]) + spatial)
+
+
+def _taps(x: np.ndarray, kernels, strides, dilations, out_spatial):  # type: ignore[no-untyped-def]
+    """(kernel index, view of ``x[..., C, *S]`` read by that kernel tap) for every tap, in C order."""
+    rank = len(kernels)
+    for k in np.ndindex(*kernels):
+        index = tuple(slice(k[i] * dilations[i], k[i] * dilations[i] + strides[i] * (out_spatial[i] - 1) + 1, strides[i])
+                      for i in range(rank))
+        yield k, x[(Ellipsis,) + index]
+
+
+def _depthwise(x: np.ndarray, weight: np.ndarray, kernels, strides, dilations, out_spatial) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """groups == C_in == C_out: a multiply-add per kernel tap, over cache-sized blocks of channels of one sample.
+
+    Whole-tensor taps beat per-channel matmuls; the blocks keep the taps' reads
+    in cache. Products go into one reused buffer (measured 15-25% faster than
+    temporaries). The summation order (taps in C order) is the same for every
+    block size, so results do not depend on it.
+    """
+    n, c = x.shape[:2]
+    rank = len(kernels)
+    w = weight.reshape(c, -1)
+    out = np.empty((n, c) + tuple(out_spatial), dtype=np.float32)
+    per_channel = int(np.prod(x.shape[2:]))
+    block = max(1, min(c, _BLOCK_VALUES // max(per_channel, 1)))
+    product = np.empty((block,) + tuple(out_spatial), dtype=np.float32)
+    for sample in range(n):
+        for first in range(0, c, block):
+            last = min(c, first + block)
+            target, buffer = out[sample, first:last], product[: last - first]
+            for index, (_, tap) in enumerate(_taps(x[sample, first:last], kernels, strides, dilations, out_spatial)):
+                scale = w[first:last, index].reshape((-1,) + (1,) * rank)
+                if index == 0:
+                    np.multiply(tap, scale, out=target)
+                else:
+                    np.multiply(tap, scale, out=buffer)
+                    target += buffer
+    return out
+
+
+def _grouped(x: np.ndarray, weight: np.ndarray, groups: int, kernels, strides, dilations, out_spatial) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """General conv: per sample and group, the im2col columns (pixels, C_group * K) times the group's weights."""
+    n, c = x.shape[:2]
+    rank = len(kernels)
+    c_out, c_group = weight.shape[0], c // groups
+    o_group = c_out // groups
+    positions, k_size = int(np.prod(out_spatial)), int(np.prod(kernels))
+    w = weight.reshape(groups, o_group, c_group * k_size)
+    out = np.empty((n, c_out, positions), dtype=np.float32)
+    cols = np.empty((c_group, k_size, positions), dtype=np.float32)
+    for sample in range(n):
+        for g in range(groups):
+            source = x[sample, g * c_group:(g + 1) * c_group]
+            for index, (_, tap) in enumerate(_taps(source, kernels, strides, dilations, out_spatial)):
+                cols[:, index] = tap.reshape(c_group, positions)
+            np.matmul(w[g], cols.reshape(c_group * k_size, positions), out=out[sample, g * o_group:(g + 1) * o_group])
+    return out.reshape((n, c_out) + tuple(out_spatial))
+
+
 @register("conv")
 def conv(ctx):  # type: ignore[no-untyped-def]
     x, weight = ctx.x(), ctx.x("weight")
@@ -94,38 +170,18 @@ def conv(ctx):  # type: ignore[no-untyped-def]
     pads = _pads(ctx, x.shape[2:], kernels, strides, dilations)
     if any(pads):
         x = np.pad(x, [(0, 0), (0, 0)] + [(pads[2 * i], pads[2 * i + 1]) for i in range(rank)])
-    n, c = x.shape[:2]
+    c = x.shape[1]
     c_out, c_group = weight.shape[0], c // groups
+    out_spatial = [(size - ((k - 1) * d + 1)) // s + 1 for size, k, d, s in zip(x.shape[2:], kernels, dilations, strides)]
     if groups == 1 and all(k == 1 for k in kernels):
-        # pointwise: one matmul over the (strided) pixels
-        x = x[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides)]
-        out = matmul_fast(weight.reshape(c_out, c), x.reshape(n, c, -1)).reshape((n, c_out) + x.shape[2:])
+        out = _pointwise(x, weight, strides)
+    elif c_group == 1 and c_out == groups:
+        out = _depthwise(x, weight, kernels, strides, dilations, out_spatial)
     else:
-        windows = _windows(x, kernels, strides, dilations)  # (N, C, *O, *K), a strided view
-        out_spatial = windows.shape[2 : 2 + rank]
-        if c_group == 1 and c_out == groups:
-            # depthwise: a multiply-add per kernel position (a whole-tensor op each) is far faster than
-            # per-channel matmuls; products go into one reused buffer (measured 15-25% faster than temporaries).
-            w = weight.reshape(c_out, -1)
-            out = np.empty((n, c_out) + tuple(out_spatial), dtype=np.float32)
-            product = np.empty_like(out)
-            broadcast = (1, c_out) + (1,) * rank
-            for index, k in enumerate(np.ndindex(*kernels)):
-                np.multiply(windows[(Ellipsis,) + k], w[:, index].reshape(broadcast), out=out if index == 0 else product)
-                if index:
-                    out += product
-        else:
-            positions, k_size = int(np.prod(out_spatial)), int(np.prod(kernels))
-            # (N, G, Cg, *O, *K) -> (N, G, *O, Cg, *K) -> (N, G, P, Cg*K): one copy, then one batched matmul
-            grouped = windows.reshape((n, groups, c_group) + windows.shape[2:])
-            order = (0, 1) + tuple(range(3, 3 + rank)) + (2,) + tuple(range(3 + rank, 3 + 2 * rank))
-            cols = grouped.transpose(order).reshape(n, groups, positions, c_group * k_size)
-            w = weight.reshape(groups, c_out // groups, c_group * k_size).transpose(0, 2, 1)
-            out = np.stack([matmul_fast(cols[:, g], w[g]) for g in range(groups)], axis=1)  # (N, G, P, Og)
-            out = out.transpose(0, 1, 3, 2).reshape((n, c_out) + tuple(out_spatial))
+        out = _grouped(x, weight, groups, kernels, strides, dilations, out_spatial)
     bias = ctx.x("bias", None)
     if bias is not None:
-        out = out + bias.reshape((1, -1) + (1,) * rank)
+        out += bias.reshape((1, -1) + (1,) * rank)  # ``out`` is a new array in every branch
     return out
 
 
