@@ -1,13 +1,26 @@
-"""Weight census of an ONNX graph: how many weights, by consuming op, in each precision.
+"""Weight census of an ONNX graph: how many weights, by consuming node and op, in each precision.
 
 A "quantized" artifact is only honest if this census shows quantized weights;
-the build refuses candidates in which nothing was quantized. Needs ``onnx``
-only (no runtime, no torch).
+the build refuses candidates in which nothing was quantized, and coverage
+(``edgekit.coverage``) is computed from it. Needs ``onnx`` only (no runtime,
+no torch).
+
+What counts where:
+
+- a weight reaching its op through DequantizeLinear / Cast / Transpose /
+  Reshape keeps its *stored* precision (an int8 GRU weight behind a
+  DequantizeLinear counts as int8 for the GRU);
+- packed forms count logical elements: ``MatMulNBits`` K x N at ``bits``,
+  ``GatherBlockQuantized`` rows x columns at ``bits`` (uint8 storage with
+  bits=4 holds two per byte);
+- scales, zero points and shape operands are parameters, not weights (see
+  ``_PARAMETER_INPUTS``); so are scalars.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,17 +39,24 @@ _PRECISION = {
     TensorProto.INT32: "int32",
 }
 
+_QLINEAR_BINARY = ("QLinearAdd", "QLinearMul")
 # Inputs that carry quantization parameters or shapes, not weights: (op_type, input index).
 _PARAMETER_INPUTS = {
     ("DequantizeLinear", 1), ("DequantizeLinear", 2),
     ("QuantizeLinear", 1), ("QuantizeLinear", 2),
     ("MatMulNBits", 2), ("MatMulNBits", 3), ("MatMulNBits", 4),
+    ("GatherBlockQuantized", 2), ("GatherBlockQuantized", 3),
     *((op, i) for op in ("QLinearConv", "QLinearMatMul") for i in (1, 2, 4, 5, 6, 7)),
-    *((op, i) for op in ("QLinearAdd", "QLinearMul") for i in (1, 2, 4, 5, 6, 7)),
+    *((op, i) for op in _QLINEAR_BINARY for i in (1, 2, 4, 5, 6, 7)),
+    *(("QGemm", i) for i in (1, 2, 4, 5, 7, 8)),
     *((op, i) for op in ("ConvInteger", "MatMulInteger") for i in (2, 3)),
+    ("DynamicQuantizeMatMul", 2), ("DynamicQuantizeMatMul", 3),
+    *(("MatMulIntegerToFloat", i) for i in (2, 3, 4, 5)),
+    *(("DynamicQuantizeLSTM", i) for i in (8, 9, 10, 11)),
     ("Reshape", 1), ("Expand", 1), ("Tile", 1), ("Slice", 1), ("Slice", 2), ("Slice", 3), ("Slice", 4),
-    ("Unsqueeze", 1), ("Squeeze", 1), ("ReduceMean", 1), ("Pad", 1), ("Resize", 1), ("Resize", 2), ("Resize", 3),
-    ("Split", 1), ("Range", 0), ("Range", 1), ("Range", 2), ("ConstantOfShape", 0),
+    ("Unsqueeze", 1), ("Squeeze", 1), ("ReduceMean", 1), ("ReduceSum", 1), ("Pad", 1), ("Resize", 1),
+    ("Resize", 2), ("Resize", 3), ("Split", 1), ("Range", 0), ("Range", 1), ("Range", 2), ("ConstantOfShape", 0),
+    ("Clip", 1), ("Clip", 2),
 }
 # Ops that only pass a weight through on its way to the op that uses it.
 _PASS_THROUGH = {"DequantizeLinear", "Cast", "Transpose", "Reshape", "Identity"}
@@ -46,14 +66,27 @@ def _numel(tensor: TensorProto) -> int:
     return int(np.prod(tensor.dims)) if tensor.dims else 1
 
 
-def weight_census(model: onnx.ModelProto) -> dict[str, Any]:
-    """Count weight elements by precision and by the op type that consumes them.
+def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
-    Returns ``{"by_precision": {prec: n}, "by_op": {op: {prec: n}}, "parameters": n}``.
-    Weights reaching an op through DequantizeLinear/Cast keep their stored
-    precision (an int8 weight behind a DequantizeLinear counts as int8).
-    MatMulNBits' packed weights count as ``int{bits}`` with K×N elements.
-    """
+
+@dataclass
+class NodeWeights:
+    """The weight elements one node consumes, by stored precision."""
+
+    name: str
+    op: str
+    first_output: str
+    by_precision: dict[str, int] = field(default_factory=dict)
+    # Whether every float weight it holds is 1-D (a bias or a normalisation scale): float by design.
+    only_vectors: bool = True
+
+    def floats(self) -> int:
+        return sum(n for p, n in self.by_precision.items() if p.startswith(("fp", "bf")))
+
+
+def node_weights(model: onnx.ModelProto) -> list[NodeWeights]:
+    """Per consuming node: weight elements by stored precision (see the module docstring)."""
     graph = model.graph
     initializers = {t.name: t for t in graph.initializer}
     for node in graph.node:  # Constant nodes are weights too
@@ -66,35 +99,59 @@ def weight_census(model: onnx.ModelProto) -> dict[str, Any]:
         for index, name in enumerate(node.input):
             consumers[name].append((node, index))
 
-    def final_op(name: str, depth: int = 0) -> str | None:
+    def final_node(name: str, depth: int = 0) -> onnx.NodeProto | None:
         """The first consumer that is not a pass-through op, or None for parameters."""
-        uses = consumers.get(name, [])
-        for node, index in uses:
+        for node, index in consumers.get(name, []):
             if (node.op_type, index) in _PARAMETER_INPUTS:
                 continue
             if node.op_type in _PASS_THROUGH and depth < 4:
-                found = final_op(node.output[0], depth + 1)
-                if found:
+                found = final_node(node.output[0], depth + 1)
+                if found is not None:
                     return found
                 continue
-            return node.op_type
+            return node
         return None
 
-    by_op: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    rows: dict[str, NodeWeights] = {}
+
+    def row(node: onnx.NodeProto) -> NodeWeights:
+        key = node.name or node.output[0]
+        if key not in rows:
+            rows[key] = NodeWeights(key, node.op_type, node.output[0] if node.output else "")
+        return rows[key]
+
     for name, tensor in initializers.items():
         precision = _PRECISION.get(tensor.data_type)
         if precision is None or _numel(tensor) <= 1:
             continue
-        op = final_op(name)
-        if op is None:
+        node = final_node(name)
+        if node is None:
             continue
-        if op == "MatMulNBits":
-            continue  # counted below from the node's attributes
-        by_op[op][precision] += _numel(tensor)
-    for node in graph.node:
-        if node.op_type == "MatMulNBits":
-            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-            by_op["MatMulNBits"][f"int{attrs.get('bits', 4)}"] += int(attrs["K"]) * int(attrs["N"])
+        target = row(node)
+        count = _numel(tensor)
+        if node.op_type == "MatMulNBits" and tensor.name == node.input[1]:
+            attrs = _attrs(node)
+            precision, count = f"int{attrs.get('bits', 4)}", int(attrs["K"]) * int(attrs["N"])
+        elif node.op_type == "GatherBlockQuantized" and tensor.name == node.input[0]:
+            bits = int(_attrs(node).get("bits", 4))
+            precision = f"int{bits}"
+            if bits == 4 and tensor.data_type == TensorProto.UINT8:
+                count *= 2  # two values per byte
+        target.by_precision[precision] = target.by_precision.get(precision, 0) + count
+        if precision.startswith(("fp", "bf")) and len([d for d in tensor.dims if d > 1]) > 1:
+            target.only_vectors = False
+    return list(rows.values())
+
+
+def weight_census(model: onnx.ModelProto) -> dict[str, Any]:
+    """Count weight elements by precision and by the op type that consumes them.
+
+    Returns ``{"by_precision": {prec: n}, "by_op": {op: {prec: n}}, "parameters": n}``.
+    """
+    by_op: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for entry in node_weights(model):
+        for precision, count in entry.by_precision.items():
+            by_op[entry.op][precision] += count
     by_precision: dict[str, int] = defaultdict(int)
     for counts in by_op.values():
         for precision, count in counts.items():

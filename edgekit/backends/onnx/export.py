@@ -1,9 +1,21 @@
-"""PyTorch → ONNX export with a dynamic batch axis and no exporter bloat."""
+"""PyTorch → ONNX export with a dynamic batch axis (or the model's fixed batch) and no exporter bloat.
+
+The dynamo exporter's per-node metadata is stripped (it bloats small graphs
+8x), but first the node -> PyTorch module map it holds
+(``pkg.torch.onnx.name_scopes``) is saved beside the export as
+``<name>.modules.json`` (``graph.module_paths``), so reports can say which
+module a float-kept node came from.
+
+A model with ``job.fixed_batch`` (a ``torch.export`` program specialised to
+one batch) is exported at exactly that batch, without dynamic shapes: the
+program refuses any other batch, so a dynamic axis could not be honoured.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import re
 import warnings
@@ -13,6 +25,7 @@ import onnx
 import torch
 
 from edgekit.backends import ExportJob
+from edgekit.backends.onnx.graph import module_paths, modules_file
 from edgekit.errors import UnsupportedModelError
 
 OPSET = 21  # int4 DequantizeLinear and blocked quantization need opset 21
@@ -92,7 +105,10 @@ def _unsupported(job: ExportJob, exc: BaseException) -> UnsupportedModelError:
 
 
 def export(job: ExportJob, destination: Path) -> Path:
-    """Export ``job.model`` as a single-file FP32 ONNX model with a dynamic batch axis."""
+    """Export ``job.model`` as a single-file FP32 ONNX model with a dynamic batch axis (or the fixed batch).
+
+    Also writes ``modules_file(destination)``: node name -> PyTorch module path.
+    """
     names = [spec.name for spec in job.inputs]
     scripted = isinstance(job.model, torch.jit.ScriptModule)
     # The exporters print progress and warnings to stdout/stderr and the
@@ -111,7 +127,7 @@ def export(job: ExportJob, destination: Path) -> Path:
                     dynamo=False,
                     input_names=names,
                     output_names=list(job.output_names),
-                    dynamic_axes={n: {0: "batch"} for n in [*names, *job.output_names]},
+                    dynamic_axes=None if job.fixed_batch else {n: {0: "batch"} for n in [*names, *job.output_names]},
                     opset_version=17,
                 )
                 model = onnx.load(str(destination))
@@ -123,13 +139,14 @@ def export(job: ExportJob, destination: Path) -> Path:
                     job.example_inputs,
                     dynamo=True,
                     input_names=names,
-                    dynamic_shapes=tuple({0: batch} for _ in names),
+                    dynamic_shapes=None if job.fixed_batch else tuple({0: batch} for _ in names),
                     opset_version=OPSET,
                     verbose=False,
                 )
                 model = program.model_proto
     except Exception as exc:
         raise _unsupported(job, exc) from None
+    modules_file(destination).write_text(json.dumps(module_paths(model), indent=0, sort_keys=True))
     isolate_outputs(name_outputs(strip_metadata(model), job.output_names))
     onnx.save(model, str(destination))  # small models: one file, no .onnx.data
     return destination
