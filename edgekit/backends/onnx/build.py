@@ -1,42 +1,109 @@
-"""ONNX backend build: export once, then one or more candidates per precision.
+"""ONNX backend build: export once, then every candidate a precision has (the pipeline keeps the best).
 
-Candidates per precision (the pipeline measures them and ships the fastest
-that meets the accuracy budgets; see edgekit.select):
+Candidates per precision (each measured by the pipeline; it ships the fastest
+that meets every budget, the fidelity bar included; see edgekit.select):
 
-- fp32: the export.
-- fp16: float16 weights and compute, float32 I/O.
-- int8: static QDQ and static QOperator (per-channel int8 weights, uint8
-  activations), plus dynamic when the graph has MatMul/Gemm. Measured on the
-  samples: no single form wins everywhere, so each build measures.
-- dynamic-int8: dynamic quantization only.
-- int4: MatMulNBits for MatMul/Gemm (Gemm rewritten first) and int4
-  DequantizeLinear weights for Conv.
+| precision | candidates (variant names) | compute |
+|---|---|---|
+| fp32 | ``fp32``: the dynamo export | float |
+| fp16 | ``fp16``: float16 weights and compute, float32 I/O, sorted topologically | fp16 |
+| int8 | ``qdq-static-u8s8``, ``qoperator-static-u8s8``: quantize_static, per-channel int8 weights, uint8 activations, MinMax calibration (once, cached), outlier ranges kept float, then the fallback search | integer kernels |
+| int8 | ``dynamic``: quantize_dynamic on the folded graph (Gemm as MatMul, LSTM as DynamicQuantizeLSTM), with the fallback search | integer MatMul/Conv, float elsewhere |
+| int8 | ``weight-only-int8``: int8 weights behind DequantizeLinear, embeddings as GatherBlockQuantized bits=8 | float |
+| dynamic-int8 | ``dynamic`` as above | as above |
+| int4 | ``int4-weight-only``: MatMulNBits, GatherBlockQuantized, int4 DequantizeLinear for Conv / recurrent weights, layers raised to int8 by the fallback search | MatMulNBits int8 compute, float elsewhere |
 
-A candidate whose census shows no weight in the requested precision is
-dropped: an "int8" file with nothing quantized is never shipped.
+Every int8 candidate stores still-float GRU/LSTM/RNN weights in int8 (no
+onnxruntime quantizer handles GRU). A candidate whose census shows no weight
+in the requested precision is dropped with a note (a "dynamic" of a model
+without MatMul or Conv, say): an "int8" file with nothing quantized never
+ships.
 
-For precisions other than fp32, the FP32 export is timed against every
-candidate in one interleaved run (``fp32_timing``, batch 1 from the
-calibration data, one thread) and each candidate gets ``details["vs_fp32"]``
-(the same record as the TFLite backend's), which ``select.choose`` uses to
-avoid shipping something slower than FP32. Timings of separate blocks moved
-by up to 25% on a shared host; the paired ratio stays within about 2%.
+Fidelity: when ``job.fidelity`` is set, each candidate is measured on the
+calibration split against the FP32 outputs (``job.reference``). Static,
+dynamic and int4 candidates that miss it run the budgeted fallback search
+(``fallback.py``): static ranks the quantized activation tensors by their
+local quantization noise and keeps the nodes around the worst float;
+dynamic keeps the noisiest MatMuls/Convs float; int4 raises the noisiest
+layers (per weight) to int8. ``details["fallback"]`` records the bar, the
+metrics before and after, the rounds and the nodes kept (with their PyTorch
+modules); ``config["kept_float_for_fidelity"]`` lists the node names.
+
+Every candidate carries ``details["coverage"]`` (``coverage.py``) and, for
+precisions other than fp32, ``details["vs_fp32"]``: the FP32 export timed
+against every candidate in one interleaved run (``fp32_timing``; one
+thread; a real sample, at the model's fixed batch when it has one).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import onnx
 
 from edgekit.artifact import Artifact
 from edgekit.backends import ExportJob
+from edgekit.backends.onnx import coverage, fallback, fp32_timing, int4, quantize, weights
 from edgekit.backends.onnx import export as exporter
-from edgekit.backends.onnx import fp32_timing, quantize
-from edgekit.backends.onnx.census import float_weight_ops, weight_census
+from edgekit.backends.onnx.census import NodeWeights, float_weight_ops, weight_census
+from edgekit.backends.onnx.graph import ModuleMap
+from edgekit.batching import pad_to
 from edgekit.errors import EdgekitError, InternalError, UnsupportedModelError
+from edgekit.fidelity import FidelityTarget
 
 _EXPECTED = {"fp32": "fp32", "fp16": "fp16", "int8": "int8", "dynamic-int8": "int8", "int4": "int4"}
+# Ops each onnxruntime tool quantizes; a float op outside the set is reported as "not supported".
+_DYNAMIC_OPS = frozenset({"MatMul", "Conv", "Gather", "LSTM", "Attention", "EmbedLayerNormalization", "GRU", "RNN"})
+_DYNAMIC_UNITS = frozenset({"MatMul", "Gemm", "Conv", "Gather", "LSTM"})
+_STATIC_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Gather", "GRU", "LSTM", "RNN"})  # with weights
+_WEIGHT_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "GRU", "LSTM", "RNN", "Gather"})
+_FAST_PATH = {
+    "qdq": "integer kernels where onnxruntime fuses the QDQ groups",
+    "qoperator": "integer QLinear ops",
+    "dynamic": "integer MatMul/Conv with activations quantized per run",
+    "weight-only": "weight-only: int8 weights, float compute by design",
+    "int4": "MatMulNBits (int8 compute) and GatherBlockQuantized; Conv/recurrent weights dequantized to float",
+}
+
+
+@dataclass
+class _Context:
+    """What every recipe of one job shares: the FP32 export, the module map, the FP32 outputs, notes."""
+
+    job: ExportJob
+    fp32: Path
+    modules: ModuleMap
+    reference: tuple[np.ndarray, ...]
+    bar: FidelityTarget = field(default_factory=FidelityTarget)  # what the searches aim at (``_bar``)
+    notes: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def measure(self, path: Path) -> dict[str, float]:
+        """Fidelity of ``path`` on the calibration split against the FP32 outputs."""
+        return fallback.fidelity(path, self.job.calibration, self.reference, self.job.fixed_batch)
+
+    def module_of(self, name: str, first_output: str | None = None) -> str | None:
+        return self.modules.module(name, first_output)
+
+
+def _bar(job: ExportJob) -> FidelityTarget:
+    """``job.fidelity``, with top-1 agreement raised to 1 - the accuracy-drop budget when the model has classes.
+
+    Labels are for evaluation only, so agreement with FP32 on the calibration
+    split is the backend's stand-in for the accuracy budget: a search that
+    stops at the fidelity bar's 0.90 agreement would hand over an int4 that
+    then fails a 1 % accuracy budget (measured on the tiny CNN: 1.6 % drop).
+    """
+    bar = job.fidelity
+    drop = job.profile.budgets_for(job.request.precision).max_accuracy_drop
+    if bar.min_top1_agreement is None or drop is None:
+        return bar
+    return FidelityTarget(bar.min_cosine, max(bar.min_top1_agreement, 1.0 - drop), bar.min_sqnr_db)
 
 
 def _fp32(job: ExportJob) -> Path:
@@ -47,14 +114,32 @@ def _fp32(job: ExportJob) -> Path:
     return path
 
 
-def _artifact(job: ExportJob, path: Path, variant: str, config: dict, notes: list[str]) -> Artifact | None:
+def _reference(job: ExportJob, fp32: Path) -> tuple[np.ndarray, ...]:
+    """The FP32 outputs on the calibration split: ``job.reference`` (torch), or the FP32 export's own."""
+    if job.reference:
+        return tuple(job.reference)
+    return tuple(fallback.run(fp32, job.calibration, job.fixed_batch))
+
+
+def _artifact(ctx: _Context, path: Path, variant: str, config: dict[str, Any], details: dict[str, Any] | None = None,
+              reason_of: Callable[[NodeWeights], str] | None = None, fast_path: str = "") -> Artifact | None:
+    """An Artifact for ``path`` with census and coverage; None (and a note) when nothing is in the precision."""
+    job = ctx.job
     census = weight_census(onnx.load(str(path), load_external_data=False))
     expected = _EXPECTED[job.request.precision]
     if census["by_precision"].get(expected, 0) == 0:
-        notes.append(f"{variant}: dropped, no weight ended up in {expected}")
+        ctx.notes.append(f"{variant}: dropped, no weight ended up in {expected}")
         return None
-    details = {"weights": census, "float_weights_by_op": float_weight_ops(census) if expected not in ("fp32",) else {}}
-    return Artifact(path, "onnx", job.request.precision, variant, parent=f"{job.stem}.fp32.onnx", config=config, details=details)
+    facts: dict[str, Any] = {"weights": census, "float_weights_by_op": float_weight_ops(census) if expected != "fp32" else {}}
+    try:
+        reason_of = reason_of or coverage.reasons(lambda _: None, "this recipe")
+        record = coverage.measure(path, job.request.precision, reason_of, ctx.module_of, fast_path)
+        facts["coverage"] = record.as_dict()
+    except Exception as exc:  # coverage is a report; a failure to measure it must not drop the candidate
+        ctx.notes.append(f"{variant}: coverage not measured ({type(exc).__name__}: {str(exc)[:120]})")
+    facts.update(details or {})
+    return Artifact(path, "onnx", job.request.precision, variant, parent=f"{job.stem}.fp32.onnx", config=config,
+                    details=facts)
 
 
 def _time_against_fp32(job: ExportJob, fp32: Path, candidates: list[Artifact]) -> None:
@@ -64,8 +149,9 @@ def _time_against_fp32(job: ExportJob, fp32: Path, candidates: list[Artifact]) -
     the figure (the selection then falls back to the pipeline's separate FP32
     latency) rather than failing the build: validation runs them anyway.
     """
-    # One real sample, batch 1: the calibration split is keyed by the export's input names.
-    feeds = {name: array[:1] for name, array in job.calibration.items()}
+    # One real sample (a whole fixed batch when the model has one): the calibration split is keyed by input name.
+    rows = job.fixed_batch or 1
+    feeds = pad_to({name: array[:rows] for name, array in job.calibration.items()}, rows)[0]
     try:
         timing = fp32_timing.interleaved([fp32] + [a.path for a in candidates], feeds)
     except (EdgekitError, ValueError) as exc:
@@ -77,6 +163,277 @@ def _time_against_fp32(job: ExportJob, fp32: Path, candidates: list[Artifact]) -
         artifact.details["vs_fp32"] = fp32_timing.comparison(own, timing[0])
 
 
+# ---------------------------------------------------------------- recipes
+
+
+def _kept_reasons(kept: list[str], outliers: list[str]) -> Callable[[str], str | None]:
+    """The build's own reasons for float nodes: the outlier guard, then the fallback search."""
+    kept_set, outlier_set = set(kept), set(outliers)
+
+    def reason(name: str) -> str | None:
+        if name in outlier_set:
+            return f"kept float: calibrated range > {quantize.RANGE_LIMIT:g} (outlier, e.g. an attention mask bias)"
+        if name in kept_set:
+            return "kept float for fidelity (fallback search)"
+        return None
+
+    return reason
+
+
+def _reduce_range_step(ctx: _Context, path: Path, before: dict[str, float],
+                       make: Callable[[Path], object]) -> tuple[bool, dict[str, float], dict[str, Any]]:
+    """The first fallback round of u8s8 recipes: 7-bit weights; kept (file moved to ``path``) when it scores better.
+
+    Returns (reduce_range chosen, the metrics of the file now at ``path``, the step's record).
+    """
+    trial_path = path.with_name(f"{path.stem}.reduce-range.onnx")
+    make(trial_path)
+    metrics = ctx.measure(trial_path)
+    better = fallback.score(metrics, ctx.bar) > fallback.score(before, ctx.bar)
+    if better:
+        trial_path.replace(path)
+    else:
+        trial_path.unlink(missing_ok=True)
+    step = {"step": "reduce_range", "why": quantize.REDUCE_RANGE_WHY, "kept": better,
+            **{k: round(v, 6) for k, v in metrics.items()}}
+    return better, (metrics if better else before), step
+
+
+def _finished(metrics: dict[str, float], bar) -> fallback.Outcome:  # noqa: ANN001 - FidelityTarget
+    """An empty search outcome: the bar was met (or not) before any node was kept out."""
+    return fallback.Outcome([], metrics, bar.met_by(metrics), 0, None)
+
+
+def _static(ctx: _Context) -> list[Artifact | None]:
+    """Static QDQ and QOperator with one calibration, the outlier guard and the fallback search."""
+    job, out = ctx.job, ctx.job.workdir
+    started = time.perf_counter()
+    source, prep_note = quantize.preprocess(ctx.fp32, out / f"{job.stem}.pre.onnx")
+    ctx.notes.append(prep_note)
+    cache = quantize.calibrate(source, job.calibration, out / f"{job.stem}.calibration.json", job.fixed_batch)
+    exclude, wide = quantize.outlier_nodes(source, cache)
+    if wide:
+        ctx.notes.append(f"kept float (calibrated range > {quantize.RANGE_LIMIT:g}): {', '.join(exclude)}")
+    samples = len(next(iter(job.calibration.values())))
+    source_model = onnx.load(str(source))
+    ops_of = {n.name: n.op_type for n in source_model.graph.node}
+    results: list[Artifact | None] = []
+    kept: list[str] = []
+    reduce_range = False
+    search_record: dict[str, Any] | None = None
+    qdq_path = out / f"{job.stem}.qdq-static-u8s8.onnx"
+    qdq_details: dict[str, Any] = {}
+    try:
+        quantize.int8_static(source, qdq_path, "qdq", exclude, cache)
+        if ctx.bar.required:
+            before = ctx.measure(qdq_path)
+            qdq_details["calibration_fidelity"] = before
+            if not ctx.bar.met_by(before):
+                reduce_range, metrics, step = _reduce_range_step(
+                    ctx, qdq_path, before, lambda p: quantize.int8_static(source, p, "qdq", exclude, cache, True))
+                outcome = _finished(metrics, ctx.bar)
+                signal = "none: 7-bit weights alone met the bar"
+                if not outcome.met:
+                    outcome, signal = _static_search(ctx, source, source_model, qdq_path, exclude, cache, reduce_range)
+                    if outcome.path is None or fallback.score(outcome.metrics, ctx.bar) < fallback.score(metrics, ctx.bar):
+                        outcome = _finished(metrics, ctx.bar)  # keeping nodes float made nothing better
+                kept = fallback.members(outcome.kept)
+                search_record = fallback.record(ctx.bar, before, outcome, signal, ctx.module_of,
+                                                lambda n: ops_of.get(n, "?"), "kept float", [step])
+                search_record["reduce_range"] = reduce_range
+                qdq_details.update(fallback=search_record, calibration_fidelity=outcome.metrics)
+                ctx.notes.append(f"qdq-static-u8s8: fallback kept {len(kept)} node(s) float"
+                                 f"{', 7-bit weights' if reduce_range else ''} in {search_record['rounds']} round(s), "
+                                 f"bar {'met' if outcome.met else 'missed'}")
+    except Exception as exc:  # one recipe failing must not sink the others
+        ctx.notes.append(f"qdq-static-u8s8: failed ({type(exc).__name__}: {str(exc)[:160]})")
+        qdq_path = None
+    base_config = {"tool": "onnxruntime quantize_static", "per_channel": True, "activations": "uint8",
+                   "weights": "int8 (7-bit range)" if reduce_range else "int8", "reduce_range": reduce_range,
+                   "calibration": "minmax", "calibration_samples": samples, "excluded_nodes": exclude,
+                   "kept_float_for_fidelity": kept}
+    reason = coverage.reasons(_kept_reasons(kept, exclude), "onnxruntime quantize_static", _STATIC_OPS)
+    if qdq_path is not None:
+        results.append(_artifact(ctx, qdq_path, "qdq-static-u8s8", {**base_config, "format": "qdq"}, qdq_details,
+                                 reason, _FAST_PATH["qdq"]))
+    # QOperator: the same ranges, 7-bit choice and kept nodes as the QDQ search found (one more round, not a search).
+    qop_path = out / f"{job.stem}.qoperator-static-u8s8.onnx"
+    try:
+        quantize.int8_static(source, qop_path, "qoperator", exclude + kept, cache, reduce_range)
+        details: dict[str, Any] = {}
+        if ctx.bar.required:
+            metrics = ctx.measure(qop_path)
+            details["calibration_fidelity"] = metrics
+            if search_record is not None:
+                details["fallback"] = {**search_record, "after": metrics, "met": ctx.bar.met_by(metrics), "rounds": 1,
+                                       "signal": "what the qdq-static search chose, applied as it is", "tried": [],
+                                       "steps": []}
+        results.append(_artifact(ctx, qop_path, "qoperator-static-u8s8", {**base_config, "format": "qoperator"},
+                                 details, reason, _FAST_PATH["qoperator"]))
+    except Exception as exc:
+        ctx.notes.append(f"qoperator-static-u8s8: failed ({type(exc).__name__}: {str(exc)[:160]})")
+    ctx.seconds["static"] = round(time.perf_counter() - started, 2)
+    return results
+
+
+def _static_search(ctx: _Context, source: Path, source_model: onnx.ModelProto, path: Path, exclude: list[str],
+                   cache: Path, reduce_range: bool) -> tuple[fallback.Outcome, str]:
+    """Keep the nodes around the noisiest quantized tensors float until the bar is met.
+
+    The chosen trial replaces ``path``; returns the outcome and the signal's description.
+    """
+    candidate = onnx.load(str(path))
+    static_ops = set(quantize.static_op_types())
+    quantizable = {n.name for n in source_model.graph.node if n.op_type in static_ops and n.name not in set(exclude)}
+    suspects = fallback.rank_tensors(source_model, candidate, quantizable, ctx.job.calibration, ctx.job.fixed_batch)
+    trials: list[Path] = []
+
+    def trial(keep: list[str]) -> tuple[Path, dict[str, float]]:
+        trial_path = path.with_name(f"{path.stem}.trial{len(trials)}.onnx")
+        trials.append(trial_path)
+        quantize.int8_static(source, trial_path, "qdq", exclude + keep, cache, reduce_range)
+        return trial_path, ctx.measure(trial_path)
+
+    outcome = fallback.search(suspects, trial, ctx.bar)
+    if outcome.path is not None:
+        outcome.path.replace(path)
+        outcome.path = path
+    for leftover in trials:
+        leftover.unlink(missing_ok=True)
+    samples = min(fallback.SIGNAL_SAMPLES, len(next(iter(ctx.job.calibration.values()))))
+    signal = ("local quantization noise of each quantized activation tensor (FP32 values against the same values "
+              f"quantized with the candidate's own scale and zero point) on {samples} calibration samples; "
+              "the nodes producing or reading the noisiest tensors are kept float")
+    return outcome, signal
+
+
+def _dynamic(ctx: _Context) -> Artifact | None:
+    """Dynamic INT8 on the folded graph; when it misses the bar, 7-bit weights, then the noisiest MatMuls/Convs float."""
+    job, out = ctx.job, ctx.job.workdir
+    started = time.perf_counter()
+    path = out / f"{job.stem}.dynamic.onnx"
+    details: dict[str, Any] = {}
+    kept: list[str] = []
+    reduce_range = False
+    try:
+        source = out / f"{job.stem}.pre.onnx"
+        if not source.exists():
+            source, note = quantize.preprocess(ctx.fp32, source)
+            ctx.notes.append(note)
+        quantize.int8_dynamic(source, path)
+        if ctx.bar.required:
+            before = ctx.measure(path)
+            details["calibration_fidelity"] = before
+            if not ctx.bar.met_by(before):
+                reduce_range, metrics, step = _reduce_range_step(
+                    ctx, path, before, lambda p: quantize.int8_dynamic(source, p, reduce_range=True))
+                outcome, signal = _finished(metrics, ctx.bar), "none: 7-bit weights alone met the bar"
+                source_model = onnx.load(str(source))
+                ops_of = {n.name: n.op_type for n in source_model.graph.node}
+                if not outcome.met:
+                    rr = reduce_range
+                    outcome, signal = _node_search(ctx, source_model, path, _DYNAMIC_UNITS,
+                                                   lambda keep, target: quantize.int8_dynamic(source, target, keep, rr))
+                    if outcome.path is None or fallback.score(outcome.metrics, ctx.bar) < fallback.score(metrics, ctx.bar):
+                        outcome = _finished(metrics, ctx.bar)
+                kept = fallback.members(outcome.kept)
+                record = fallback.record(ctx.bar, before, outcome, signal, ctx.module_of, lambda n: ops_of.get(n, "?"),
+                                         "kept float", [step])
+                record["reduce_range"] = reduce_range
+                details.update(fallback=record, calibration_fidelity=outcome.metrics)
+                ctx.notes.append(f"dynamic: fallback kept {len(kept)} node(s) float{', 7-bit weights' if reduce_range else ''}"
+                                 f" in {record['rounds']} round(s), bar {'met' if outcome.met else 'missed'}")
+    except Exception as exc:
+        ctx.notes.append(f"dynamic: failed ({type(exc).__name__}: {str(exc)[:160]})")
+        return None
+    finally:
+        ctx.seconds["dynamic"] = round(time.perf_counter() - started, 2)
+    config = {"tool": "onnxruntime quantize_dynamic", "per_channel": True, "reduce_range": reduce_range,
+              "weights": "int8 (7-bit range)" if reduce_range else "int8", "kept_float_for_fidelity": kept}
+    reason = coverage.reasons(_kept_reasons(kept, []), "onnxruntime quantize_dynamic", _DYNAMIC_OPS)
+    return _artifact(ctx, path, "dynamic", config, details, reason, _FAST_PATH["dynamic"])
+
+
+def _node_search(ctx: _Context, source_model: onnx.ModelProto, path: Path, unit_ops: frozenset[str],
+                 make: Callable[[list[str], Path], object]) -> tuple[fallback.Outcome, str]:
+    """Fallback search over whole nodes (added-noise signal); the chosen trial replaces ``path``."""
+    candidate = onnx.load(str(path))
+    units = [n.name for n in source_model.graph.node if n.op_type in unit_ops]
+    suspects = fallback.rank(source_model, candidate, units, ctx.job.calibration, ctx.job.fixed_batch)
+    trials: list[Path] = []
+
+    def trial(keep: list[str]) -> tuple[Path, dict[str, float]]:
+        trial_path = path.with_name(f"{path.stem}.trial{len(trials)}.onnx")
+        trials.append(trial_path)
+        make(keep, trial_path)
+        return trial_path, ctx.measure(trial_path)
+
+    outcome = fallback.search(suspects, trial, ctx.bar)
+    if outcome.path is not None:
+        outcome.path.replace(path)
+        outcome.path = path
+    for leftover in trials:
+        leftover.unlink(missing_ok=True)
+    samples = min(fallback.SIGNAL_SAMPLES, len(next(iter(ctx.job.calibration.values()))))
+    return outcome, fallback.SIGNAL.format(n=samples)
+
+
+def _weight_only(ctx: _Context) -> Artifact | None:
+    """int8 weights behind DequantizeLinear (embeddings: GatherBlockQuantized), float compute."""
+    job = ctx.job
+    started = time.perf_counter()
+    path = job.workdir / f"{job.stem}.weight-only-int8.onnx"
+    try:
+        quantize.int8_weight_only(ctx.fp32, path)
+        details = {"calibration_fidelity": ctx.measure(path)} if ctx.bar.required else {}
+    except Exception as exc:
+        ctx.notes.append(f"weight-only-int8: failed ({type(exc).__name__}: {str(exc)[:160]})")
+        return None
+    finally:
+        ctx.seconds["weight-only"] = round(time.perf_counter() - started, 2)
+    config = {"tool": "edgekit weight rewrite (DequantizeLinear, GatherBlockQuantized bits=8)", "weights": "int8",
+              "per_channel": True, "compute": "float", "kept_float_for_fidelity": []}
+    reason = coverage.reasons(lambda _: None, "the weight-only rewrite", _WEIGHT_OPS, weights.MIN_GATHER_ELEMENTS)
+    return _artifact(ctx, path, "weight-only-int8", config, details, reason, _FAST_PATH["weight-only"])
+
+
+def _int4(ctx: _Context) -> Artifact | None:
+    """INT4 weights everywhere they can go, raised to int8 per layer where the bar needs it."""
+    job = ctx.job
+    started = time.perf_counter()
+    path = job.workdir / f"{job.stem}.int4.onnx"
+    bar = ctx.bar if ctx.bar.required else None
+    _, record = int4.int4_weight_only(ctx.fp32, path, job.calibration, ctx.reference, bar, job.fixed_batch)
+    ctx.seconds["int4"] = round(time.perf_counter() - started, 2)
+    raised = record["raised_to_int8"]
+    details: dict[str, Any] = {}
+    if "metrics" in record:
+        details["calibration_fidelity"] = record["metrics"]
+    if "search" in record:
+        search = record["search"]
+        prepared, _ = int4.prepare(ctx.fp32)
+        ops_of = {n.name: n.op_type for n in prepared.graph.node}
+        details["fallback"] = fallback.record(ctx.bar, search["before"], search["outcome"], search["signal"],
+                                              ctx.module_of, lambda n: ops_of.get(n, "?"), "raised to int8")
+        details["fallback"]["raised_to_int8"] = details["fallback"].pop("kept_float")
+        details["fallback"]["kept_float"] = []
+        ctx.notes.append(f"int4: raised {len(raised)} layer(s) to int8 for fidelity in "
+                         f"{search['outcome'].rounds} round(s), bar {'met' if search['outcome'].met else 'missed'}")
+    config = {"tool": "edgekit int4 (MatMulNBits, GatherBlockQuantized, int4 DequantizeLinear)",
+              "block_size": int4.INT4_BLOCK, "gather_block_size": int4.GATHER_BLOCK, "symmetric": True,
+              "blocked_convs": record["blocked_convs"], "raised_to_int8": raised,
+              "nodes_left_float": record["gemm_left_float"], "kept_float_for_fidelity": []}
+    gemm_left = set(record["gemm_left_float"])
+
+    def explicit(name: str) -> str | None:
+        if name in gemm_left:
+            return "Gemm with transA, alpha/beta != 1 or a non-constant B cannot become MatMulNBits"
+        return None
+
+    reason = coverage.reasons(explicit, "the int4 recipe", _WEIGHT_OPS, weights.MIN_GATHER_ELEMENTS)
+    return _artifact(ctx, path, "int4-weight-only", config, details, reason, _FAST_PATH["int4"])
+
+
 def build(job: ExportJob) -> list[Artifact]:
     """Export and quantize for ``job.request``; return the candidates (at least one)."""
     if job.request.io != "float":
@@ -85,61 +442,39 @@ def build(job: ExportJob) -> list[Artifact]:
             "Use io = \"float\" for onnx artifacts (integer I/O is a TFLite Micro feature)",
         )
     precision = job.request.precision
+    started = time.perf_counter()
     fp32 = _fp32(job)
-    notes: list[str] = []
+    export_seconds = round(time.perf_counter() - started, 2)
+    needs_reference = precision != "fp32" and job.fidelity.required
+    ctx = _Context(job, fp32, ModuleMap.load(fp32), _reference(job, fp32) if needs_reference else tuple(job.reference),
+                   bar=_bar(job))
+    ctx.seconds["export"] = export_seconds
     candidates: list[Artifact | None] = []
     out = job.workdir
     if precision == "fp32":
-        candidates.append(_artifact(job, fp32, "fp32", {"exporter": "torch.onnx dynamo", "opset": exporter.OPSET}, notes))
+        candidates.append(_artifact(ctx, fp32, "fp32", {"exporter": "torch.onnx dynamo", "opset": exporter.OPSET,
+                                                        "fixed_batch": job.fixed_batch}))
     elif precision == "fp16":
         path = quantize.to_fp16(fp32, out / f"{job.stem}.fp16.onnx")
-        candidates.append(_artifact(job, path, "fp16", {"tool": "onnxruntime float16", "keep_io_types": True}, notes))
-    elif precision in ("int8", "dynamic-int8"):
-        has_matmul = any(n.op_type in ("MatMul", "Gemm") for n in onnx.load(str(fp32)).graph.node)
-        if precision == "int8":
-            source, prep_note = quantize.preprocess(fp32, out / f"{job.stem}.pre.onnx")
-            notes.append(prep_note)
-            exclude, wide = quantize.outlier_nodes(source, job.calibration)
-            if wide:
-                notes.append(f"kept float (calibrated range > {quantize.RANGE_LIMIT:g}): {', '.join(exclude)}")
-            for form in ("qdq", "qoperator"):
-                variant = f"{form}-static-u8s8"
-                path = out / f"{job.stem}.{variant}.onnx"
-                try:
-                    quantize.int8_static(source, path, job.calibration, form, exclude)
-                except Exception as exc:  # one recipe failing must not sink the others
-                    notes.append(f"{variant}: failed ({type(exc).__name__}: {str(exc)[:160]})")
-                    continue
-                config = {"tool": "onnxruntime quantize_static", "format": form, "per_channel": True,
-                          "activations": "uint8", "weights": "int8", "calibration": "minmax",
-                          "calibration_samples": len(next(iter(job.calibration.values()))), "excluded_nodes": exclude}
-                candidates.append(_artifact(job, path, variant, config, notes))
-        if has_matmul or precision == "dynamic-int8":
-            path = out / f"{job.stem}.dynamic.onnx"
-            try:
-                quantize.int8_dynamic(fp32, path)
-                config = {"tool": "onnxruntime quantize_dynamic", "per_channel": True, "weights": "int8"}
-                candidates.append(_artifact(job, path, "dynamic", config, notes))
-            except Exception as exc:
-                notes.append(f"dynamic: failed ({type(exc).__name__}: {str(exc)[:160]})")
+        details = {"calibration_fidelity": ctx.measure(path)} if needs_reference else {}
+        candidates.append(_artifact(ctx, path, "fp16", {"tool": "onnxruntime float16", "keep_io_types": True}, details))
+    elif precision == "int8":
+        candidates += _static(ctx)
+        candidates.append(_dynamic(ctx))
+        candidates.append(_weight_only(ctx))
+    elif precision == "dynamic-int8":
+        candidates.append(_dynamic(ctx))
     elif precision == "int4":
-        # Agreement on calibration data stands in for the accuracy budget (labels are for evaluation only).
-        drop = job.profile.budgets.max_accuracy_drop
-        target = 1.0 - drop if drop is not None else 0.99
-        path, left, search = quantize.int4_weight_only(fp32, out / f"{job.stem}.int4.onnx", job.calibration, target)
-        config = {"tool": "onnxruntime MatMulNBits + int4 DequantizeLinear (Conv)", "block_size": quantize.INT4_BLOCK,
-                  "symmetric": True, "nodes_left_float": left, "mixed_precision": search}
-        if search["kept_float_for_accuracy"]:
-            notes.append(f"kept float for accuracy (most sensitive first): {', '.join(search['kept_float_for_accuracy'])}")
-        candidates.append(_artifact(job, path, "int4-weight-only", config, notes))
+        candidates.append(_int4(ctx))
     else:  # the config's Literal makes this unreachable; keep the error honest anyway
         raise InternalError(f"onnx backend got unknown precision {precision}")
     kept = [c for c in candidates if c is not None]
     if not kept:
         raise UnsupportedModelError(
-            f"no {precision} onnx artifact could be made for target {job.profile.name}: {'; '.join(notes)}",
+            f"no {precision} onnx artifact could be made for target {job.profile.name}: {'; '.join(ctx.notes)}",
             "The model may have no layers this precision applies to; choose another precision for this target",
         )
     if precision != "fp32":
         _time_against_fp32(job, fp32, kept)
-    return [Artifact(a.path, a.format, a.precision, a.variant, a.parent, a.config, {**a.details, "notes": notes}) for a in kept]
+    return [Artifact(a.path, a.format, a.precision, a.variant, a.parent, a.config,
+                     {**a.details, "notes": ctx.notes, "build_seconds": ctx.seconds}) for a in kept]
