@@ -9,9 +9,9 @@ that meets every budget, the fidelity bar included; see edgekit.select):
 | fp16 | ``fp16``: float16 weights and compute, float32 I/O, sorted topologically | fp16 |
 | int8 | ``qdq-static-u8s8``, ``qoperator-static-u8s8``: quantize_static, per-channel int8 weights, uint8 activations, MinMax calibration (once, cached), outlier ranges kept float, then the fallback search | integer kernels |
 | int8 | ``dynamic``: quantize_dynamic on the folded graph (Gemm as MatMul, LSTM as DynamicQuantizeLSTM), with the fallback search | integer MatMul/Conv, float elsewhere |
-| int8 | ``weight-only-int8``: int8 weights behind DequantizeLinear, embeddings as GatherBlockQuantized bits=8 | float |
+| int8 | ``weight-only-int8``: int8 codes dequantized by Cast -> Mul, which onnxruntime folds at load (FP32 speed), embeddings as GatherBlockQuantized bits=8 | float |
 | dynamic-int8 | ``dynamic`` as above | as above |
-| int4 | ``int4-weight-only``: MatMulNBits, GatherBlockQuantized, int4 DequantizeLinear for Conv / recurrent weights, layers raised to int8 by the fallback search | MatMulNBits int8 compute, float elsewhere |
+| int4 | ``int4-weight-only``: MatMulNBits, GatherBlockQuantized, folded int4 Conv / recurrent weights, layers raised to int8 by the fallback search | MatMulNBits int8 compute, float elsewhere |
 
 Every int8 candidate stores still-float GRU/LSTM/RNN weights in int8 (no
 onnxruntime quantizer handles GRU). A candidate whose census shows no weight
@@ -66,8 +66,8 @@ _FAST_PATH = {
     "qdq": "integer kernels where onnxruntime fuses the QDQ groups",
     "qoperator": "integer QLinear ops",
     "dynamic": "integer MatMul/Conv with activations quantized per run",
-    "weight-only": "weight-only: int8 weights, float compute by design",
-    "int4": "MatMulNBits (int8 compute) and GatherBlockQuantized; Conv/recurrent weights dequantized to float",
+    "weight-only": "weight-only: int8 weights dequantized once at load, float compute by design",
+    "int4": "MatMulNBits (int8 compute) and GatherBlockQuantized; Conv/recurrent weights dequantized once at load",
 }
 
 
@@ -379,7 +379,7 @@ def _node_search(ctx: _Context, source_model: onnx.ModelProto, path: Path, unit_
 
 
 def _weight_only(ctx: _Context) -> Artifact | None:
-    """int8 weights behind DequantizeLinear (embeddings: GatherBlockQuantized), float compute."""
+    """int8 weights, folded at load (embeddings: GatherBlockQuantized), float compute."""
     job = ctx.job
     started = time.perf_counter()
     path = job.workdir / f"{job.stem}.weight-only-int8.onnx"
@@ -391,7 +391,8 @@ def _weight_only(ctx: _Context) -> Artifact | None:
         return None
     finally:
         ctx.seconds["weight-only"] = round(time.perf_counter() - started, 2)
-    config = {"tool": "edgekit weight rewrite (DequantizeLinear, GatherBlockQuantized bits=8)", "weights": "int8",
+    config = {"tool": "edgekit weight rewrite (int8 codes, Cast -> Mul folded at load; GatherBlockQuantized bits=8)",
+              "weights": "int8",
               "per_channel": True, "compute": "float", "kept_float_for_fidelity": []}
     reason = coverage.reasons(lambda _: None, "the weight-only rewrite", _WEIGHT_OPS, weights.MIN_GATHER_ELEMENTS)
     return _artifact(ctx, path, "weight-only-int8", config, details, reason, _FAST_PATH["weight-only"])
@@ -419,7 +420,7 @@ def _int4(ctx: _Context) -> Artifact | None:
         details["fallback"]["kept_float"] = []
         ctx.notes.append(f"int4: raised {len(raised)} layer(s) to int8 for fidelity in "
                          f"{search['outcome'].rounds} round(s), bar {'met' if search['outcome'].met else 'missed'}")
-    config = {"tool": "edgekit int4 (MatMulNBits, GatherBlockQuantized, int4 DequantizeLinear)",
+    config = {"tool": "edgekit int4 (MatMulNBits, GatherBlockQuantized, folded int4 Conv/recurrent weights)",
               "block_size": int4.INT4_BLOCK, "gather_block_size": int4.GATHER_BLOCK, "symmetric": True,
               "blocked_convs": record["blocked_convs"], "raised_to_int8": raised,
               "nodes_left_float": record["gemm_left_float"], "kept_float_for_fidelity": []}

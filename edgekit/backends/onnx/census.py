@@ -8,8 +8,8 @@ no torch).
 What counts where:
 
 - a weight reaching its op through DequantizeLinear / Cast / Transpose /
-  Reshape keeps its *stored* precision (an int8 GRU weight behind a
-  DequantizeLinear counts as int8 for the GRU);
+  Reshape, or the folded Cast -> Mul(scale) form of ``weights.py``, keeps its
+  *stored* precision (an int8 GRU weight counts as int8 for the GRU);
 - packed forms count logical elements: ``MatMulNBits`` K x N at ``bits``,
   ``GatherBlockQuantized`` rows x columns at ``bits`` (uint8 storage with
   bits=4 holds two per byte);
@@ -60,6 +60,25 @@ _PARAMETER_INPUTS = {
 }
 # Ops that only pass a weight through on its way to the op that uses it.
 _PASS_THROUGH = {"DequantizeLinear", "Cast", "Transpose", "Reshape", "Identity"}
+_INTEGER = {TensorProto.INT8, TensorProto.UINT8, TensorProto.INT4, TensorProto.UINT4}
+
+
+def _dequantizing_muls(graph: onnx.GraphProto, initializers: dict[str, TensorProto]) -> set[str]:
+    """Mul nodes that scale integer codes (an integer initializer through Cast/Reshape) by a constant.
+
+    The folded weight-only form (``weights._replace_with_dq``): the Mul passes
+    the weight through, and its constant input is a scale, not a weight.
+    """
+    derived = {name for name, t in initializers.items() if t.data_type in _INTEGER}
+    found = set()
+    for node in graph.node:
+        if node.op_type in ("Cast", "Reshape", "Transpose", "Identity") and node.input and node.input[0] in derived:
+            derived.update(node.output)
+        elif node.op_type == "Mul" and len(node.input) == 2 and any(i in derived for i in node.input) \
+                and any(i in initializers and i not in derived for i in node.input):
+            found.add(node.name or node.output[0])
+            derived.update(node.output)
+    return found
 
 
 def _numel(tensor: TensorProto) -> int:
@@ -98,13 +117,21 @@ def node_weights(model: onnx.ModelProto) -> list[NodeWeights]:
     for node in graph.node:
         for index, name in enumerate(node.input):
             consumers[name].append((node, index))
+    scaling = _dequantizing_muls(graph, initializers)
 
     def final_node(name: str, depth: int = 0) -> onnx.NodeProto | None:
         """The first consumer that is not a pass-through op, or None for parameters."""
         for node, index in consumers.get(name, []):
             if (node.op_type, index) in _PARAMETER_INPUTS:
                 continue
-            if node.op_type in _PASS_THROUGH and depth < 4:
+            if (node.name or node.output[0]) in scaling:
+                if initializers.get(name) is not None and initializers[name].data_type not in _INTEGER:
+                    continue  # the scale
+                found = final_node(node.output[0], depth + 1) if depth < 6 else None
+                if found is not None:
+                    return found
+                continue
+            if node.op_type in _PASS_THROUGH and depth < 6:
                 found = final_node(node.output[0], depth + 1)
                 if found is not None:
                     return found

@@ -1,8 +1,9 @@
 """Quantization coverage of an .onnx candidate (``edgekit.coverage.Coverage``).
 
 - Weights: elements by stored precision from ``census.node_weights``
-  (GatherBlockQuantized, MatMulNBits and DequantizeLinear-fed GRU/Conv
-  weights counted at their stored width).
+  (GatherBlockQuantized, MatMulNBits, and GRU/Conv weights stored as int
+  codes behind DequantizeLinear or a folded Cast -> Mul, counted at their
+  stored width).
 - Fast path: measured on the graph onnxruntime actually runs. The candidate
   is loaded with ``ORT_ENABLE_EXTENDED`` and the optimised model written out
   (``optimized_model_filepath``); there QDQ groups have become QLinearConv /

@@ -2,13 +2,14 @@
 
 | op | int4 form | raised (int8) form |
 |---|---|---|
-| MatMul, Gemm (rewritten to MatMul) | MatMulNBits bits=4, blocks of 32 along K, accuracy_level 4 | MatMulNBits bits=8 |
+| MatMul, Gemm (rewritten to MatMul) | MatMulNBits bits=4, blocks of 32 along K, accuracy_level 4, activation-weighted scales | int8 per column, folded (``weights.py``) |
 | Gather of an embedding table | GatherBlockQuantized int4, blocks of ``GATHER_BLOCK`` along the width | GatherBlockQuantized bits=8 |
-| Conv, ConvTranspose | int4 DequantizeLinear per output channel; blocked along input channels (opset 21 ``block_size``) where that gains >= ``BLOCKED_GAIN_DB`` of weight SQNR | int8 DequantizeLinear per channel |
-| GRU, LSTM, RNN (W, R) | int4 DequantizeLinear per gate row | int8 DequantizeLinear |
+| Conv, ConvTranspose | int4 per output channel, folded (``weights.py``); in blocks of 32 input channels where that gains >= ``BLOCKED_GAIN_DB`` of weight SQNR | int8 per channel, folded |
+| GRU, LSTM, RNN (W, R) | int4 per gate row, folded; in blocks of 32 inputs under the same rule | int8 per gate row, folded |
 
 Everything but MatMulNBits and GatherBlockQuantized computes in float: the
-file shrinks, compute does not change (onnxruntime CPU has no int4 conv).
+file shrinks, compute does not change (onnxruntime CPU has no int4 conv);
+the folded form is dequantized once when onnxruntime loads the model.
 
 Mixed precision: the all-int4 model is measured on the calibration split
 against the FP32 outputs; when it misses ``job.fidelity``, the layers are
@@ -52,7 +53,7 @@ class Layers:
     gathers: list[str] = field(default_factory=list)
     convs: list[str] = field(default_factory=list)
     recurrent: list[str] = field(default_factory=list)
-    blocked: list[str] = field(default_factory=list)  # convs stored with blocks along input channels
+    blocked: list[str] = field(default_factory=list)  # convs / recurrent layers stored in blocks along their inputs
     ops: dict[str, str] = field(default_factory=dict)
 
     def all(self) -> list[str]:
@@ -77,11 +78,11 @@ def _sqnr_db(values: np.ndarray, approx: np.ndarray) -> float:
 def find_layers(model: onnx.ModelProto) -> Layers:
     """Every layer int4 applies to, and the convs whose weights are better stored in blocks.
 
-    A conv is blocked when it has two blocks of input channels or more and
-    blocks gain ``BLOCKED_GAIN_DB`` or more of weight SQNR over one scale per
-    output channel (a data-free test: per-channel scales lose when the input
-    channels of one filter differ a lot in magnitude). Blocks cost one fp32
-    scale per 32 codes (+1 bit per weight).
+    A conv (recurrent layer) is blocked when its input channels (inputs) split
+    into two or more whole blocks and blocks gain ``BLOCKED_GAIN_DB`` or more
+    of weight SQNR over one scale per output channel (gate row): a data-free
+    test, per-channel scales lose when the inputs of one filter differ a lot
+    in magnitude. Blocks cost one fp32 scale per 32 codes (+1 bit per weight).
     """
     inits = graphs.initializers(model)
     layers = Layers()
@@ -102,6 +103,13 @@ def find_layers(model: onnx.ModelProto) -> Layers:
                     layers.blocked.append(node.name)
         elif node.op_type in graphs.RECURRENT and floating:
             layers.recurrent.append(node.name)
+            width = weight.dims[2]
+            if width >= 2 * INT4_BLOCK and width % INT4_BLOCK == 0:
+                values = numpy_helper.to_array(weight)
+                per_row = _sqnr_db(values, weights.dequantized(*weights.symmetric(values, 4, 1), 1))
+                blocked = _sqnr_db(values, weights.dequantized(*weights.symmetric(values, 4, 2, INT4_BLOCK), 2, INT4_BLOCK))
+                if blocked - per_row >= BLOCKED_GAIN_DB:
+                    layers.blocked.append(node.name)
     layers.ops = {n.name: n.op_type for n in model.graph.node if n.name in set(layers.all())}
     return layers
 
@@ -132,7 +140,10 @@ def quantized(model: onnx.ModelProto, layers: Layers, raised: Sequence[str] = ()
     def bits(name: str) -> int:
         return 8 if name in up else 4
 
-    weights.quantize_matmuls_nbits(out, {n: bits(n) for n in layers.matmuls}, INT4_BLOCK, importance=importance)
+    weights.quantize_matmuls_nbits(out, {n: 4 for n in layers.matmuls if bits(n) == 4}, INT4_BLOCK, importance=importance)
+    raised_matmuls = [n for n in layers.matmuls if bits(n) == 8]
+    if raised_matmuls:  # folded int8 runs at FP32 speed; MatMulNBits bits=8 measured 1.35x FP32 on x86
+        weights.quantize_matmuls(out, 8, only=raised_matmuls)
     for width in (4, 8):
         chosen = [n for n in layers.gathers if bits(n) == width]
         if chosen:
@@ -142,7 +153,10 @@ def quantized(model: onnx.ModelProto, layers: Layers, raised: Sequence[str] = ()
             weights.quantize_convs(out, width, only=chosen, blocked=layers.blocked if width == 4 else (), block=INT4_BLOCK)
         chosen = [n for n in layers.recurrent if bits(n) == width]
         if chosen:
-            weights.quantize_recurrent(out, width, only=chosen)
+            blocked = [n for n in chosen if n in layers.blocked] if width == 4 else []
+            if blocked:
+                weights.quantize_recurrent(out, width, only=blocked, block=INT4_BLOCK)
+            weights.quantize_recurrent(out, width, only=[n for n in chosen if n not in blocked])
     return out
 
 
