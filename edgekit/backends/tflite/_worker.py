@@ -8,8 +8,10 @@ crashes on a damaged model, only this process dies; the parent turns the lost
 pipe into an ArtifactError.
 
 Requests are tuples: ``("run", feeds)``, ``("time", feeds, runs, warmup)``,
-``("close",)``. Replies are ``("ok", payload)`` or ``("error", kind, message)``
-where ``kind`` is "data" (bad inputs) or "runtime".
+``("delegation",)`` (which ops XNNPACK took, see ``Runner.delegation``),
+``("load", path)`` (replace the model, for build-time searches that run many
+candidates) and ``("close",)``. Replies are ``("ok", payload)`` or
+``("error", kind, message)`` where ``kind`` is "data" (bad inputs) or "runtime".
 
 Imports only numpy and the runtime (never torch or converters).
 """
@@ -70,12 +72,14 @@ def load_interpreter_class() -> tuple[Any, str]:
 class Runner:
     """One interpreter at the model's own batch size, driven sample-block by sample-block.
 
-    Models from litert-torch have a fixed batch (edgekit exports at batch 1).
-    A feed with a larger batch is run by looping over blocks of the model's
-    batch inside this process, rather than ``resize_tensor_input``: resizing a
-    fixed-shape graph breaks ops whose shapes were folded in (a flatten becomes
-    RESHAPE to a constant [1, N]). Models with a dynamic batch (-1 in the shape
-    signature) are resized once per new batch size instead.
+    Models from litert-torch have a fixed batch (edgekit exports at batch 1,
+    or at the batch of a fixed-batch source model). A feed of any other size
+    is run by looping over blocks of the model's batch inside this process,
+    the last block padded by repeating its final sample (``edgekit.batching``)
+    and the padded rows dropped, rather than ``resize_tensor_input``: resizing
+    a fixed-shape graph breaks ops whose shapes were folded in (a flatten
+    becomes RESHAPE to a constant [1, N]). Models with a dynamic batch (-1 in
+    the shape signature) are resized once per new batch size instead.
     """
 
     def __init__(self, path: str, threads: int) -> None:
@@ -172,16 +176,55 @@ class Runner:
             block = total
         else:
             block = self.batch
-            if total % block:
-                raise ValueError(f"batch {total} is not a multiple of the model's fixed batch {block}")
         pieces: list[list[np.ndarray]] = [[] for _ in self.outputs]
         for start in range(0, total, block):
-            for d, a in zip(self.inputs, arrays):
-                interp.set_tensor(d["index"], a[start : start + block])
+            chunk = [a[start : start + block] for a in arrays]
+            real = len(chunk[0]) if chunk else block
+            if real < block:  # a fixed-batch model: pad the last block, drop the padded rows below
+                chunk = [np.concatenate([c, np.repeat(c[-1:], block - real, axis=0)]) for c in chunk]
+            for d, a in zip(self.inputs, chunk):
+                interp.set_tensor(d["index"], a)
             interp.invoke()
             for i, d in enumerate(self.outputs):
-                pieces[i].append(interp.get_tensor(d["index"]).copy())
+                value = interp.get_tensor(d["index"])
+                pieces[i].append(value[:real].copy() if value.ndim else value.copy())
         return [np.concatenate(p, axis=0) if p[0].ndim else p[0] for p in pieces]
+
+    def delegation(self) -> list[dict[str, Any]]:
+        """Each op of the main graph: name, whether XNNPACK took it, and its operand dtypes.
+
+        The Python interpreter exposes the node list (original ops, then one
+        DELEGATE node per partition) but not the execution plan. A partition
+        is a convex subgraph from the DELEGATE node's inputs to its outputs,
+        so walking back from its outputs through producers, stopping at its
+        inputs, finds the ops it replaced; every other op runs as a built-in
+        TFLite kernel.
+        """
+        details = self.interpreter._get_ops_details()  # noqa: SLF001 - the only per-node view
+        ops = [d for d in details if d["op_name"] != "DELEGATE"]
+        producer = {int(t): d["index"] for d in ops for t in d["outputs"]}
+        by_index = {d["index"]: d for d in ops}
+        delegated: set[int] = set()
+        for node in (d for d in details if d["op_name"] == "DELEGATE"):
+            stop = {int(t) for t in node["inputs"]}
+            stack, seen = [int(t) for t in node["outputs"]], set()
+            while stack:
+                tensor = stack.pop()
+                if tensor in stop or tensor in seen:
+                    continue
+                seen.add(tensor)
+                index = producer.get(tensor)
+                if index is None or index in delegated:
+                    continue
+                delegated.add(index)
+                stack.extend(int(t) for t in by_index[index]["inputs"] if t >= 0)
+
+        def names(types: Any) -> list[str]:
+            return [np.dtype(t).name for t in types]
+
+        return [{"index": int(d["index"]), "op": d["op_name"], "delegated": d["index"] in delegated,
+                 "inputs": [int(t) for t in d["inputs"]], "input_types": names(d["operand_types"]),
+                 "output_types": names(d["result_types"])} for d in ops]
 
     def time_runs(self, feeds: dict[str, np.ndarray], runs: int, warmup: int) -> list[float]:
         """Seconds per run of the whole batch. Inputs are converted to model dtypes once,
@@ -224,6 +267,11 @@ def main(argv: list[str]) -> int:
                 send(out, ("ok", runner.run(request[1])))
             elif kind == "time":
                 send(out, ("ok", runner.time_runs(request[1], request[2], request[3])))
+            elif kind == "delegation":
+                send(out, ("ok", runner.delegation()))
+            elif kind == "load":
+                runner = Runner(request[1], threads)
+                send(out, ("ok", runner.describe()))
             else:
                 send(out, ("error", "runtime", f"unknown request {kind!r}"))
         except (KeyError, ValueError, TypeError) as exc:

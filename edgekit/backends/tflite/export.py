@@ -2,9 +2,12 @@
 
 Contracts:
 
-- Models are exported at batch 1. litert-torch produces fixed-shape graphs
-  (a flatten becomes a RESHAPE to a constant shape), so a dynamic batch is not
-  reliable; the runtime session loops over larger batches instead.
+- Models are exported at batch 1, or at exactly ``job.fixed_batch`` when the
+  source model only runs at that batch (a ``torch.export`` program saved
+  without a dynamic batch refuses any other). litert-torch produces
+  fixed-shape graphs (a flatten becomes a RESHAPE to a constant shape), so a
+  dynamic batch is not reliable; the runtime session feeds blocks of the
+  exported batch instead, padding the last one.
 - The model is wrapped so that its inputs are keyword arguments named after
   ``job.inputs`` and its outputs a dict keyed by ``job.output_names``:
   litert-torch names the signature's inputs after keyword arguments and its
@@ -44,6 +47,15 @@ class NamedIO(torch.nn.Module):
         self.model = model
         self.input_names = tuple(input_names)
         self.output_names = tuple(output_names)
+
+    def train(self, mode: bool = True) -> NamedIO:
+        """Set the mode; a ``torch.export`` module (a fixed-batch .pt2) refuses train()/eval() and is left as is."""
+        self.training = mode
+        try:
+            self.model.train(mode)
+        except NotImplementedError:  # ExportedProgram.module(): already an inference graph
+            pass
+        return self
 
     def forward(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.model(*[inputs[name] for name in self.input_names])
@@ -89,13 +101,29 @@ def quiet() -> Iterator[None]:
 
 def batch_one(example_inputs: Sequence[torch.Tensor], names: Sequence[str]) -> dict[str, torch.Tensor]:
     """The example inputs sliced to batch 1, keyed by input name."""
-    return {name: t[:1].contiguous() for name, t in zip(names, example_inputs)}
+    return at_batch(example_inputs, names, 1)
+
+
+def at_batch(example_inputs: Sequence[torch.Tensor], names: Sequence[str], batch: int) -> dict[str, torch.Tensor]:
+    """The example inputs at exactly ``batch`` samples (cut, or padded by repeating the last), keyed by name."""
+    out = {}
+    for name, t in zip(names, example_inputs):
+        if len(t) < batch:
+            t = torch.cat([t, t[-1:].expand(batch - len(t), *t.shape[1:])])
+        out[name] = t[:batch].contiguous()
+    return out
 
 
 def calibration_samples(
     calibration: dict[str, np.ndarray], examples: dict[str, torch.Tensor], limit: int = MAX_CALIBRATION_SAMPLES
 ) -> list[dict[str, torch.Tensor]]:
-    """Calibration data as batch-1 torch feeds, in the dtypes of the example inputs."""
+    """Calibration data as torch feeds of the examples' batch, in the examples' dtypes.
+
+    Each feed holds ``batch`` samples (1 unless the model has a fixed
+    batch); the last one is padded by repeating its final sample, which only
+    repeats a value the observers have already seen. At most ``limit``
+    samples are used.
+    """
     missing = [name for name in examples if name not in calibration]
     if missing:
         raise DataError(
@@ -110,11 +138,14 @@ def calibration_samples(
             "Check the calibration data file",
         )
     count = min(sizes.pop(), limit)
+    batch = max(1, len(next(iter(examples.values())))) if examples else 1
     samples = []
-    for i in range(count):
+    for i in range(0, count, batch):
         sample = {}
         for name, example in examples.items():
-            value = np.asarray(calibration[name][i : i + 1])
+            value = np.asarray(calibration[name][i : min(i + batch, count)])
+            if len(value) < batch:
+                value = np.concatenate([value, np.repeat(value[-1:], batch - len(value), axis=0)])
             if tuple(value.shape[1:]) != tuple(example.shape[1:]):
                 raise DataError(
                     f"calibration input '{name}' has samples of shape {list(value.shape[1:])}, "

@@ -10,10 +10,17 @@ Runtime choice (in the child): ai-edge-litert, else tflite-runtime, else
 TensorFlow's ``tf.lite``. XNNPACK, the interpreter's default CPU delegate,
 runs with ``num_threads=threads``.
 
-Batches: edgekit's .tflite files have a fixed batch of 1. The session accepts
-any batch and loops over it inside the child (see ``_worker.Runner``), so one
-pipe round trip serves the whole batch. Use ``time_runs`` for latency: it
-times runs inside the child, without pipe overhead.
+Batches: edgekit's .tflite files have a fixed batch (1, or the batch a
+fixed-batch source model was exported at). The session accepts any number of
+samples and feeds them in blocks of that batch inside the child, padding the
+last block and dropping the padded rows (see ``_worker.Runner``), so one pipe
+round trip serves the whole batch. Use ``time_runs`` for latency: it times
+runs inside the child, without pipe overhead.
+
+Build-time searches use two more requests: ``delegation`` (which ops the
+XNNPACK delegate took, for coverage) and ``load`` (run another candidate in
+the same child, so a search of many rounds does not start a process per
+round).
 
 This module imports only the standard library and numpy (never torch, a
 converter, or even the interpreter itself).
@@ -104,7 +111,9 @@ class TfliteSession:
                 "The file may be truncated or corrupt, or use an op or type this runtime does not support; "
                 "rebuild it, or look at it with `edgekit inspect`",
             )
-        info: dict[str, Any] = reply[1]
+        self._describe(reply[1])
+
+    def _describe(self, info: dict[str, Any]) -> None:
         self.runtime: str = info["runtime"]
         self.model_batch: int = info["batch"]
         self.quantization: dict[str, dict[str, Any]] = {}
@@ -206,6 +215,18 @@ class TfliteSession:
     def time_runs(self, feeds: dict[str, np.ndarray], runs: int, warmup: int = 3) -> list[float]:
         """Seconds per ``run`` of the batch as given, timed inside the runtime process."""
         return list(self._request(("time", self._feeds(feeds), int(runs), int(warmup))))
+
+    def delegation(self) -> list[dict[str, Any]]:
+        """Each op of the model: ``op``, ``delegated`` (XNNPACK took it), ``input_types``, ``output_types``."""
+        return list(self._request(("delegation",)))
+
+    def load(self, path: Path) -> None:
+        """Replace the model in the same runtime process (searches that run many candidates)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ArtifactError(f"artifact not found: {path}", "Check the path")
+        self.path = path
+        self._describe(self._request(("load", str(path.resolve()))))
 
     def close(self) -> None:
         """Stop the runtime process (also done when the session is garbage collected)."""

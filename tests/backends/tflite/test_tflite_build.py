@@ -60,11 +60,12 @@ def test_fp16_weights_are_float16() -> None:
     assert census.get("fp16", 0) > 10 * census.get("fp32", 0)  # only the biases stay fp32
 
 
-def test_int8_returns_both_static_recipes_and_weight_only_with_float_io() -> None:
+def test_int8_returns_static_dynamic_range_and_weight_only_with_float_io() -> None:
     artifacts = built("cnn", "int8")
     _check_common(artifacts, "int8")
     variants = by_variant(artifacts)
-    assert set(variants) == {"pt2e-static", "aeq-static", "aeq-weight-only-wi8"}, {a.variant: a.details.get("dropped") for a in artifacts}
+    assert set(variants) == {"pt2e-static", "aeq-static", "aeq-dynamic-wi8", "aeq-weight-only-wi8"}, \
+        {a.variant: a.details.get("dropped") for a in artifacts}
     c = case("cnn")
     (want,) = c.reference()
     weight_only = variants["aeq-weight-only-wi8"]
@@ -86,6 +87,11 @@ def test_int8_returns_both_static_recipes_and_weight_only_with_float_io() -> Non
         assert artifact.details["float_layers"] == []
         assert artifact.config["calibration_samples"] == 128
     assert variants["aeq-static"].config["io_rule"] == "NO_QUANTIZE on INPUT and OUTPUT"
+    dynamic = variants["aeq-dynamic-wi8"]
+    (got,) = run(dynamic, c.test)
+    assert agreement(got, want) >= 0.97 and dynamic.details["io"] == "float"
+    assert dynamic.details["weights"]["by_op"]["CONV_2D"]["int8"] == 1152
+    assert dynamic.config["recipe"] == "dynamic_wi8_afp32" and dynamic.config["compute"].startswith("int8 x int8")
     assert variants["pt2e-static"].config["float_interface"]["tensors"] == ["image", "logits"]
 
 
@@ -263,3 +269,31 @@ def test_static_int8_without_calibration_data_is_a_data_error() -> None:
 
     with pytest.raises(DataError, match="calibration data for input 'features'"):
         build(dataclasses.replace(job("mlp", "int8"), calibration={}))
+
+
+def test_coverage_says_which_compute_ops_xnnpack_runs_and_in_integers() -> None:
+    variants = by_variant(built("cnn", "int8"))
+    for artifact in variants.values():
+        coverage = artifact.details["coverage"]
+        assert coverage["compute_ops"] == 3  # the 1-channel conv (lowered to depthwise), the conv, the linear
+        assert coverage["weights_by_precision"]["int8"] == 2248 and coverage["weights_share"] > 0.98
+        assert coverage["fast_path"].startswith("XNNPACK") and not coverage["partial"]
+    for variant in ("pt2e-static", "aeq-static"):
+        coverage = variants[variant].details["coverage"]
+        assert coverage["fast_ops"] == coverage["integer_ops"] == 3, variant
+    weight_only = variants["aeq-weight-only-wi8"].details["coverage"]
+    assert weight_only["integer_ops"] == 0 and weight_only["fast_ops"] == 3  # float GEMMs on dequantized weights
+    dynamic = variants["aeq-dynamic-wi8"].details["coverage"]
+    assert dynamic["integer_ops"] == 3
+    # A hybrid depthwise conv is not an XNNPACK op: it runs in the built-in kernel, and coverage says so.
+    assert dynamic["compute"]["DEPTHWISE_CONV_2D"] == {"total": 1, "xnnpack": 0, "integer": 1}
+    assert dynamic["not_delegated"] == ["DEPTHWISE_CONV_2D"]
+
+
+def test_int4_coverage_lists_the_float_depthwise_layer_with_its_module() -> None:
+    for artifact in built("cnn", "int4"):
+        coverage = artifact.details["coverage"]
+        (dw,) = coverage["float_ops"]
+        assert dw["op"] == "DEPTHWISE_CONV_2D" and dw["elements"] == 72 and dw["module"] == "conv"
+        assert "do not quantize DEPTHWISE_CONV_2D" in dw["reason"]
+        assert coverage["weights_by_precision"]["int4"] >= 1152 + 1024

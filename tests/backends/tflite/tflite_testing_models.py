@@ -279,3 +279,82 @@ def agreement(a: np.ndarray, b: np.ndarray) -> float:
 
 def summary(artifact: Artifact) -> dict[str, Any]:
     return {"variant": artifact.variant, "config": artifact.config, "details": artifact.details}
+
+
+class OutlierMLP(nn.Module):
+    """An activation with one huge channel (an "outlier feature"), taken out again before the head.
+
+    Static int8 quantizes that tensor per tensor: its step (~16) rounds every
+    ordinary channel (|x| < 1) to zero, so the output is ruined, while keeping
+    the outlier tensor float restores it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(12, 32)
+        self.outlier = nn.Linear(32, 32)  # identity weights plus the outlier offset, so the tensor has a module
+        with torch.no_grad():
+            self.outlier.weight.copy_(torch.eye(32))
+            self.outlier.bias.zero_()
+            self.outlier.bias[0] = 2000.0
+        self.fc2 = nn.Linear(32, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.outlier(torch.tanh(self.fc1(x)))
+        return self.fc2(h - self.outlier.bias)
+
+
+class DepthwiseOnly(nn.Module):
+    """Weights only in a depthwise conv, which ai-edge-quantizer's int4 recipes never quantize."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dw(x).mean(dim=(2, 3))
+
+
+class TinyGRU(nn.Module):
+    """A 2-layer GRU over (N, 6, 5) sequences -> 3 scores."""
+
+    def __init__(self, cell: str = "GRU") -> None:
+        super().__init__()
+        self.rnn = getattr(nn, cell)(5, 24, num_layers=2, batch_first=True)
+        self.fc = nn.Linear(24, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(x)
+        return self.fc(out[:, -1])
+
+
+def judged_job(model: nn.Module, inputs: tuple[TensorSpec, ...], calibration: dict[str, np.ndarray], precision: str,
+               fidelity: Any, output_names: tuple[str, ...] = ("scores",), fixed_batch: int | None = None) -> ExportJob:
+    """A job with a fidelity bar and the FP32 reference on the calibration data (as the pipeline makes it)."""
+    from edgekit.batching import run_in_chunks
+
+    if not isinstance(model, torch.fx.GraphModule):  # a torch.export module refuses eval(); it is already inference-only
+        model = model.eval()
+
+    def forward(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with torch.no_grad():
+            out = model(*[torch.from_numpy(feeds[s.name]) for s in inputs])
+        return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
+
+    feeds = {s.name: calibration[s.name] for s in inputs}
+    reference = tuple(run_in_chunks(forward, feeds, fixed_batch) if fixed_batch else forward(feeds))
+    batch = fixed_batch or 2
+    return ExportJob(
+        model=model,
+        example_inputs=tuple(torch.from_numpy(calibration[s.name][:batch]) for s in inputs),
+        inputs=inputs,
+        output_names=output_names,
+        request=ArtifactRequest(format="tflite", precision=precision),
+        profile=profile(),
+        calibration=calibration,
+        workdir=Path(tempfile.mkdtemp(dir=_ROOT, prefix=f"judged-{precision}-")),
+        stem="judged",
+        reference=reference,
+        fidelity=fidelity,
+        fixed_batch=fixed_batch,
+    )
