@@ -563,11 +563,12 @@ def judge(rows: list[dict[str, Any]], model: str, vendor: Vendor) -> dict[str, A
     checks: dict[str, dict[str, Any]] = {}
 
     def record(name: str, status: str, why: str) -> None:
-        current = checks.setdefault(name, {"status": "n/a", "why": []})
+        current = checks.setdefault(name, {"status": "n/a", "why": [], "failed": []})
         if status == "FAIL" or (status == "PASS" and current["status"] == "n/a"):
             current["status"] = status
-        if why:
-            current["why"].append(why)
+        current["why"].append(f"{why} [{status}]")
+        if status == "FAIL":
+            current["failed"].append(why)
 
     for row in rows:
         label = f"{row['format']} {row['precision']}"
@@ -719,8 +720,8 @@ def print_model(result: dict[str, Any]) -> None:
         parts = [f"{k} {v['status']}" for k, v in verdict["checks"].items()]
         log(f"{target}: {verdict['status']}  ({'; '.join(parts) or 'no judged cells'})")
         for key, check in verdict["checks"].items():
-            if check["status"] == "FAIL":
-                log(f"    {key}: " + "; ".join(check["why"]))
+            if check["failed"]:
+                log(f"    {key} failed: " + "; ".join(check["failed"]))
         for error in verdict.get("errors", []):
             log(f"    error: {error}")
     limit = BUILD_TARGET_S.get(name)
