@@ -19,6 +19,10 @@ Candidates per precision (files ``{stem}.{variant}.mlpackage`` in the job folder
   both. On iOS 17, int4 per-block does not exist and the request is refused
   unless ``options = {palettize = 4}`` asks for palettization (iOS 16+).
 
+Embedding tables (``gather`` on a constant) are compressed like every other
+weight: on all-MiniLM-L6-v2 the 30522x384 table is half the parameters, and
+int4 per-block reaches 0.140x the FP32 size with it.
+
 ``request.options`` (validated, see compress.KNOWN_OPTIONS):
 
 - ``palettize = n``: n-bit palettization replaces linear quantization for
@@ -31,10 +35,23 @@ Candidates per precision (files ``{stem}.{variant}.mlpackage`` in the job folder
   (default 512); ``details["float_weights"]`` lists every weight that stayed
   float.
 
-Every compressed candidate is compared with the uncompressed program on the
-job's calibration data in the emulator (``sensitivity.py``); below 99% top-1
-agreement the most damaging weights are kept float and the candidate is
-compressed again (``config["kept_float_for_accuracy"]``, a note says so).
+Fidelity: every compressed candidate is measured in the emulator on a bounded
+calibration sample against ``job.reference`` (the FP32 torch outputs); when it
+misses ``job.fidelity`` the search in ``sensitivity.py`` keeps the fewest
+weights float (int4: int8 first) and the candidate is compressed again
+(``config["kept_float_for_fidelity"]`` / ``config["int8_for_fidelity"]``,
+``details["fallback"]`` with module paths, a note says so).
+
+Every candidate records ``details["coverage"]`` (``edgekit.coverage``): weight
+elements by stored precision and each weight left wider than requested with
+why (below weight_threshold, kept for fidelity, normalisation kept FP32, ...).
+Core ML places ops on the Neural Engine, GPU or CPU on the device, so there
+is no fast-path figure off macOS (``fast_path`` says so).
+
+Conversion (``export.py``) records which route and rewrites made the model
+convert (``details["rewrites"]``, ``config["rewrites"]``). A model with a
+fixed batch (``job.fixed_batch``) is converted at exactly that batch, and the
+session and the search feed it padded chunks of that batch.
 
 Options rather than extra precisions keep the request vocabulary shared with
 the other backends; "palettized4" as a first-class precision would need a new
@@ -52,15 +69,22 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgekit.artifact import Artifact
 from edgekit.backends import ExportJob
 from edgekit.backends.coreml import census, compress, export, sensitivity
-from edgekit.backends.coreml.emulator.program import load_package
+from edgekit.backends.coreml.emulator.program import Package, load_package
+from edgekit.coverage import BITS, REQUESTED_BITS, Coverage, FloatOp
 from edgekit.errors import InternalError, UnsupportedModelError
-
 
 # Normalisations divide by a variance computed from many FP16 values; kept FP32 in the mixed candidate.
 NORM_OPS = frozenset({"layer_norm", "instance_norm", "l2_norm"})
+# Ops that carry a model's compute (for the coverage record's op count).
+COMPUTE_OPS = frozenset({"conv", "conv_transpose", "linear", "matmul", "gather", "einsum"})
+FAST_PATH = ("emulated off macOS: Core ML places each op on the Neural Engine, GPU or CPU when the model loads on "
+             "the device, so no fast-path share is measured; compressed weights are decompressed on load or on the "
+             "fly (weight-only compression, float compute)")
 
 
 class _Context:
@@ -72,12 +96,21 @@ class _Context:
         self.min_ios = export.min_ios(job)
         self.bases: dict[tuple[str, tuple[str, ...]], tuple[export.Exported, Path]] = {}
         self.notes: list[str] = []
+        self.route: tuple[Any, ...] = ()
+        self.modules = export.ModuleMap()
+        self._evaluator: sensitivity.Evaluator | None = None
+        self._int8: dict[str, np.ndarray] | None = None
 
     def base(self, compute: str, fp32_ops: tuple[str, ...] = (), variant: str | None = None) -> tuple[export.Exported, Path]:
-        """The plain conversion at ``compute`` precision, saved as ``{stem}.{variant or compute}.mlpackage``."""
+        """The plain conversion at ``compute`` precision, saved as ``{stem}.{variant or compute}.mlpackage``.
+
+        The first conversion finds the route; later ones repeat it.
+        """
         key = (compute, fp32_ops)
         if key not in self.bases:
-            exported = export.convert(self.job, compute, fp32_ops)
+            exported = export.convert(self.job, compute, fp32_ops, route=self.route)
+            if not self.route:
+                self.route, self.modules = exported.route, exported.modules
             path = export.save(exported.model, self.path(variant or compute))
             self.notes.extend(n for n in exported.notes if n not in self.notes)
             self.bases[key] = (exported, path)
@@ -85,6 +118,32 @@ class _Context:
 
     def path(self, variant: str) -> Path:
         return self.job.workdir / f"{self.job.stem}.{variant}.mlpackage"
+
+    def module_of(self, name: str, op_name: str | None = None) -> str | None:
+        return self.modules.module_of(name, op_name)
+
+    def evaluator(self, base: Package) -> sensitivity.Evaluator | None:
+        """The search's evaluator (one per job); None when the calibration data lacks an input."""
+        job = self.job
+        if self._evaluator is None:
+            if not job.calibration or any(name not in job.calibration for name, _ in base.main.inputs):
+                return None
+            self._evaluator = sensitivity.Evaluator(base, job.calibration, job.output_names, job.reference,
+                                                    job.fidelity, job.request.precision)
+        return self._evaluator
+
+    def int8_decoded(self, model: Any, base_path: Path, base: Package) -> dict[str, np.ndarray]:
+        """Every weight as int8 per-channel linear quantization decodes it (what an int4 search raises to)."""
+        if self._int8 is None:
+            scratch = self.job.workdir / ".int8-raise.mlpackage"
+            try:
+                result, _ = compress.linear(model, base_path, "int8", self.options)
+                export.save(result, scratch)
+                constants = self._evaluator.interpreter.constants if self._evaluator else {}
+                self._int8 = {name: value for name, (value, _) in sensitivity.swaps(base, constants, scratch).items()}
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+        return self._int8
 
 
 def _refuse_unsupported(ctx: _Context) -> None:
@@ -117,8 +176,69 @@ def _refuse_unsupported(ctx: _Context) -> None:
         )
 
 
+# ---------------------------------------------------------------------------------------------- coverage
+
+# Census labels → the stored-precision names edgekit.coverage counts bits with. Palettized n-bit weights
+# store n-bit indices (plus a small table) and count at the narrowest listed width that holds n bits;
+# sparse forms count as the form of their non-zero values.
+_LUT_AS = {1: "uint1", 2: "int2", 3: "int4", 4: "uint4", 6: "int8", 8: "uint8"}
+
+
+def coverage_label(label: str) -> str:
+    """A census label as a coverage precision name ("lut4" → "uint4", "sparse-int8" → "int8")."""
+    label = label.removeprefix("sparse-")
+    if label.startswith("lut"):
+        return _LUT_AS.get(int(label[3:]), "uint8")
+    return label
+
+
+def _source_name(name: str) -> str:
+    """The uncompressed weight's name: coremltools.optimize names a compressed one after it plus a suffix."""
+    for suffix in ("_quantized", "_palettized", "_sparsified"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def _float_reason(weight: dict[str, Any], config: dict[str, Any], options: compress.Options, compressed: bool) -> str:
+    name = _source_name(weight["name"])
+    if name in config.get("kept_float_for_fidelity", ()):
+        return "kept float: the fidelity search found it among the most damaging to compress"
+    if name in config.get("int8_for_fidelity", ()):
+        return "kept int8: the fidelity search found it among the most damaging at int4"
+    if weight["op"] in config.get("fp32_ops", ()):
+        return f"{weight['op']} kept FP32 in this mixed-precision candidate"
+    if not compressed:
+        return f"stored {weight['precision']}: the candidate's own precision"
+    if weight["elements"] <= options.weight_threshold:
+        return f"{weight['elements']} elements <= weight_threshold {options.weight_threshold}"
+    return "coremltools' compression left it as it was"
+
+
+def _coverage(ctx: _Context, package: Package, config: dict[str, Any], compressed: bool) -> dict[str, Any]:
+    """``details["coverage"]`` of one candidate, from its census."""
+    precision = ctx.job.request.precision
+    weights = census.weights(package)
+    by_precision: dict[str, int] = {}
+    float_ops: list[FloatOp] = []
+    limit = REQUESTED_BITS.get(precision, 32)
+    for weight in weights:
+        label = coverage_label(weight["precision"])
+        by_precision[label] = by_precision.get(label, 0) + weight["elements"]
+        wider = BITS.get(label, 32) > limit or (precision in ("int8", "int4") and label.startswith("fp"))
+        if wider:
+            float_ops.append(FloatOp(weight["op_name"], weight["op"], weight["elements"],
+                                     _float_reason(weight, config, ctx.options, compressed),
+                                     ctx.module_of(weight["name"], weight["op_name"])))
+    compute = sum(1 for op in package.main.operations if op.type in COMPUTE_OPS)
+    return Coverage(precision, by_precision, compute_ops=compute, fast_ops=None, fast_path=FAST_PATH,
+                    float_ops=tuple(float_ops)).as_dict()
+
+
+# ---------------------------------------------------------------------------------------------- artifacts
+
+
 def _artifact(ctx: _Context, path: Path, variant: str, config: dict[str, Any], exported: export.Exported,
-              notes: list[str]) -> Artifact | None:
+              notes: list[str], extra: dict[str, Any] | None = None) -> Artifact | None:
     job = ctx.job
     package = load_package(path)
     weights = census.weight_census(package)
@@ -127,25 +247,30 @@ def _artifact(ctx: _Context, path: Path, variant: str, config: dict[str, Any], e
         if not compressed:
             notes.append(f"{variant}: dropped, no weight was compressed (weight_threshold {ctx.options.weight_threshold})")
             return None
+    config = {"converter": "coremltools", "convert_to": "mlprogram", "minimum_deployment_target": f"iOS{ctx.min_ios}",
+              "compute_precision": exported.compute_precision, "export_path": exported.export_path,
+              "rewrites": list(exported.rewrites), **config}
     details = {
         "weights": weights,
         "float_weights": census.float_weights(package) if compressed else [],
         "emulated": True,
         "export_path": exported.export_path,
+        "rewrites": list(exported.rewrites),
         "flexible_batch": exported.flexible_batch,
+        "batch": exported.batch,
         "min_runtime_version": f"iOS {ctx.min_ios}",
         "deployment_target": package.deployment_target,
         "compute_precision": exported.compute_precision,
         "fp32_ops": list(exported.fp32_ops),
         "constexpr_ops": census.constexpr_ops(package),
+        "coverage": _coverage(ctx, package, {**config, "fp32_ops": list(exported.fp32_ops)}, bool(compressed)),
+        **(extra or {}),
     }
     if job.request.precision in ("fp32", "fp16") and ctx.options.prune is None:
         # A plain float program: validation holds it to the float-agreement limit of its compute
         # precision (validate.FLOAT_AGREEMENT), a check that can fail, so the candidate that ships is
         # one that computes what the model computes (fp16-norm32 when all-FP16 drifts too far).
         details["float_agreement"] = exported.compute_precision
-    config = {"converter": "coremltools", "convert_to": "mlprogram", "minimum_deployment_target": f"iOS{ctx.min_ios}",
-              "compute_precision": exported.compute_precision, "export_path": exported.export_path, **config}
     base_name = f"{job.stem}.{exported.compute_precision}.mlpackage"
     parent = base_name if path.name not in (base_name, f"{job.stem}.fp16-norm32.mlpackage") else None
     return Artifact(path, "coreml", job.request.precision, variant, parent=parent, config=config, details=details)
@@ -166,49 +291,127 @@ def _recipes(precision: str, options: compress.Options) -> list[tuple[str, str, 
 
 
 def _compress_once(ctx: _Context, model: Any, base_path: Path, variant: str, method: str, arg: Any,
-                   keep_float: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
+                   keep_float: tuple[str, ...] = (), raise_int8: tuple[str, ...] = ()) -> tuple[Any, dict[str, Any]]:
     joint = ctx.options.prune is not None
     if method == "linear":
-        return compress.linear(model, base_path, arg, ctx.options, joint=joint, keep_float=keep_float)
+        return compress.linear(model, base_path, arg, ctx.options, joint=joint, keep_float=keep_float,
+                               raise_int8=raise_int8)
     scratch = ctx.job.workdir / f".{variant}.check.mlpackage"
     try:
         result, config, guard_notes = compress.palettize(
-            model, base_path, arg, ctx.min_ios, ctx.options, scratch, joint=joint, keep_float=keep_float)
+            model, base_path, arg, ctx.min_ios, ctx.options, scratch, joint=joint, keep_float=keep_float,
+            raise_int8=raise_int8)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     ctx.notes.extend(f"{variant}: {note}" for note in guard_notes)
     return result, config
 
 
+def _metrics_text(metrics: dict[str, float]) -> str:
+    shown = [f"{k} {metrics[k]:.4g}" for k in ("cosine", "top1_agreement", "sqnr_db") if k in metrics]
+    return ", ".join(shown)
+
+
+def exported_compute(package: Package) -> str:
+    """"FP16" when any compute op produces fp16 values, else "FP32"."""
+    for op in package.main.operations:
+        if op.type not in ("const", "cast") and not op.type.startswith("constexpr_") and \
+                any(t.dtype == "fp16" for _, t in op.outputs):
+            return "FP16"
+    return "FP32"
+
+
+def _keep_wider(ctx: _Context, model: Any, compressed: Any, base_path: Path, variant: str, method: str, arg: Any,
+                names: tuple[str, ...], as_int8: bool, pairs: dict[str, Any],
+                constants: dict[str, Any]) -> tuple[Any, dict[str, Any] | None]:
+    """The candidate with ``names`` kept float (or int8): palettized ones restored in place, linear ones redone.
+
+    Returns (model, new config or None when the first config still holds).
+    """
+    if method == "palettize" and ctx.options.prune is None:  # a second k-means run would cost minutes
+        restored = compress.restore(compressed, {pairs[n][1]["compressed_name"]: (n, constants[n]) for n in names})
+        if as_int8:
+            restored, _ = compress.linear(restored, base_path, "int8", ctx.options, keep_float=(),
+                                          only=names)
+        return restored, None
+    return _compress_once(ctx, model, base_path, variant, method, arg, keep_float=() if as_int8 else names,
+                          raise_int8=names if as_int8 else ())
+
+
+def _fidelity_pass(ctx: _Context, model: Any, base_path: Path, variant: str, method: str, arg: Any,
+                   path: Path, config: dict[str, Any], compressed: Any) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """Measure the candidate on calibration data and run the fallback search when it misses the bar.
+
+    Returns (path, config, extra details) of the candidate that ships.
+    """
+    base = load_package(base_path)
+    evaluator = ctx.evaluator(base)
+    if evaluator is None:
+        ctx.notes.append(f"{variant}: not checked against the fidelity bar (the calibration data lacks a model input)")
+        return path, config, {}
+    constants = evaluator.interpreter.constants
+    pairs = sensitivity.swaps(base, constants, path)
+    raise_to = None
+    if ctx.job.request.precision == "int4" and ctx.options.prune is None:
+        def raise_to() -> dict[str, np.ndarray]:
+            return ctx.int8_decoded(model, base_path, base)
+    outcome = sensitivity.search(evaluator, base, pairs, raise_to)
+    config = {**config, "calibration_fidelity": {"before": outcome.before, "after": outcome.after,
+                                                 "samples": outcome.samples, "bar": outcome.bar.as_dict()}}
+    extra: dict[str, Any] = {}
+    if outcome.floor is not None and not outcome.bar.met_by(outcome.floor):
+        config["calibration_fidelity"]["uncompressed"] = outcome.floor
+        ctx.notes.append(
+            f"{variant}: the uncompressed {exported_compute(base)} program itself misses the fidelity bar on "
+            f"{outcome.samples} calibration samples ({'; '.join(outcome.bar.misses(outcome.floor))}), so no compressed "
+            "candidate can clear it; the search aimed just below the uncompressed program instead "
+            '(options = {compute_precision = "fp32"} computes in FP32)')
+    if not outcome.searched:
+        if not outcome.met and outcome.floor is None:
+            ctx.notes.append(f"{variant}: misses the fidelity bar on {outcome.samples} calibration samples "
+                             f"({'; '.join(outcome.bar.misses(outcome.before))}) and no weight could be kept wider")
+        return path, config, extra
+    names = tuple(w.name for w in outcome.kept)
+    if names:
+        as_int8 = outcome.kept_as == "int8"
+        result, config2 = _keep_wider(ctx, model, compressed, base_path, variant, method, arg, names, as_int8, pairs,
+                                      constants)
+        path = export.save(result, ctx.path(variant))
+        config = {**(config2 or config), "calibration_fidelity": config["calibration_fidelity"],
+                  ("int8_for_fidelity" if as_int8 else "kept_float_for_fidelity"): list(names)}
+        if as_int8:
+            config["kept_float_for_fidelity"] = []
+        if not sensitivity.decoded_matches(outcome, constants, path, base):  # measure what was saved instead
+            after = evaluator.measure({n: v for n, (v, _) in sensitivity.swaps(base, constants, path).items()})
+            outcome = sensitivity.Outcome(outcome.bar, outcome.before, after, outcome.bar.met_by(after), outcome.rounds,
+                                          outcome.kept, outcome.kept_as, outcome.samples)
+            config["calibration_fidelity"]["after"] = after
+    extra["fallback"] = outcome.record(ctx.module_of)
+    modules = sorted({ctx.module_of(w.name, w.op_name) or w.op_name for w in outcome.kept})
+    verdict = "clears it" if outcome.met else f"still misses it ({'; '.join(outcome.bar.misses(outcome.after))})"
+    ctx.notes.append(
+        f"{variant}: missed the fidelity bar on {outcome.samples} calibration samples ({_metrics_text(outcome.before)}); "
+        f"kept {len(names)} weight(s) {'int8' if outcome.kept_as == 'int8' else 'float'} "
+        f"({', '.join(modules[:8])}{', ...' if len(modules) > 8 else ''}) after {outcome.rounds} emulated run(s): "
+        f"{_metrics_text(outcome.after)}, {verdict}")
+    return path, config, extra
+
+
 def _compressed(ctx: _Context, model: Any, base_path: Path, exported: export.Exported,
                 prune_config: dict[str, Any]) -> list[Artifact | None]:
-    """The int8/int4 candidates; a recipe that fails is noted and the others go on.
-
-    Each candidate is checked against the uncompressed program on the
-    calibration data (``sensitivity.protect``); when it disagrees too much,
-    the most damaging weights are kept float and it is compressed again.
-    """
+    """The int8/int4 candidates; a recipe that fails is noted and the others go on."""
     made: list[Artifact | None] = []
     for variant, method, arg in _recipes(ctx.job.request.precision, ctx.options):
         try:
-            result, config = _compress_once(ctx, model, base_path, variant, method, arg, ())
+            result, config = _compress_once(ctx, model, base_path, variant, method, arg)
             path = export.save(result, ctx.path(variant))
-            protection = sensitivity.protect(base_path, path, ctx.job.calibration)
-            if protection.keep_float:
-                result, config = _compress_once(ctx, model, base_path, variant, method, arg, protection.keep_float)
-                path = export.save(result, ctx.path(variant))
-                config["kept_float_for_accuracy"] = list(protection.keep_float)
-                ctx.notes.append(
-                    f"{variant}: top-1 agreement with the uncompressed model on calibration data was "
-                    f"{protection.before:.3f}; kept {len(protection.keep_float)} weight(s) float "
-                    f"({', '.join(protection.keep_float)}), expected agreement {protection.after:.3f}")
+            path, config, extra = _fidelity_pass(ctx, model, base_path, variant, method, arg, path, config, result)
         except Exception as exc:  # one recipe failing must not sink the others
             ctx.notes.append(f"{variant}: failed ({type(exc).__name__}: {str(exc)[:200]})")
             continue
         if prune_config:
             config = {**config, "prune": prune_config}
-        config["calibration_agreement"] = {"before": protection.before, "after": protection.after}
-        made.append(_artifact(ctx, path, variant, config, exported, ctx.notes))
+        made.append(_artifact(ctx, path, variant, config, exported, ctx.notes, extra))
     return made
 
 

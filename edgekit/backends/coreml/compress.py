@@ -113,13 +113,26 @@ def _misfits(source_package: Path, axis: int, size: int, threshold: int) -> list
             if w["elements"] > threshold and len(w["shape"]) > axis and w["shape"][axis] % size]
 
 
+def _int8_config(options: Options) -> Any:
+    import coremltools.optimize as cto
+
+    return cto.coreml.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
+                                              weight_threshold=options.weight_threshold)
+
+
 def linear(model: Any, source_package: Path, dtype: str, options: Options, joint: bool = False,
-           keep_float: tuple[str, ...] = ()) -> tuple[Any, dict[str, Any]]:
+           keep_float: tuple[str, ...] = (), raise_int8: tuple[str, ...] = (),
+           only: tuple[str, ...] | None = None) -> tuple[Any, dict[str, Any]]:
     """int8 per-channel or int4 per-block symmetric weight quantization.
 
     int4 blocks run along the input dim (axis 1); a weight whose input dim does
     not divide by the block size (a 16-channel conv with 32-blocks) would be
     silently skipped, so it gets int4 per output channel instead.
+    ``keep_float`` names weights left alone, ``raise_int8`` weights of an int4
+    request stored int8 per channel instead (the fidelity search's choices);
+    ``only`` quantizes just the named weights (``dtype`` per channel), nothing else.
+    Embedding tables (``gather`` on a constant) are quantized like any weight
+    (coremltools 9.0 does; measured on all-MiniLM-L6-v2's 30522x384 table).
     """
     import coremltools.optimize as cto
 
@@ -132,12 +145,18 @@ def linear(model: Any, source_package: Path, dtype: str, options: Options, joint
         per_weight = {name: fallback for name in _misfits(source_package, 1, options.block_size, options.weight_threshold)}
     else:
         settings.update(granularity="per_channel")
+    per_weight.update({name: _int8_config(options) for name in raise_int8})
     per_weight.update({name: None for name in keep_float})  # None: coremltools leaves the weight alone
     op_config = cto.coreml.OpLinearQuantizerConfig(**settings)
+    if only is not None:
+        settings = {"mode": "linear_symmetric", "dtype": dtype, "granularity": "per_channel",
+                    "weight_threshold": options.weight_threshold}
+        op_config = None
+        per_weight = {name: cto.coreml.OpLinearQuantizerConfig(**settings) for name in only}
     with _quiet():
         result = cto.coreml.linear_quantize_weights(model, _config(op_config, per_weight), joint_compression=joint)
     config = {"tool": "coremltools.optimize.coreml.linear_quantize_weights", **settings, "joint": joint}
-    fallback_names = sorted(n for n, c in per_weight.items() if c is not None)
+    fallback_names = sorted(n for n, c in per_weight.items() if c is not None and n not in raise_int8)
     if fallback_names:
         config["int4_per_channel"] = fallback_names
     return result, config
@@ -153,7 +172,7 @@ def _palettize_once(model: Any, settings: dict[str, Any], per_weight: dict[str, 
 
 def palettize(
     model: Any, source_package: Path, nbits: int, min_ios: str, options: Options, scratch: Path, joint: bool = False,
-    keep_float: tuple[str, ...] = (),
+    keep_float: tuple[str, ...] = (), raise_int8: tuple[str, ...] = (),
 ) -> tuple[Any, dict[str, Any], list[str]]:
     """k-means palettization; returns (model, config, notes).
 
@@ -162,6 +181,8 @@ def palettize(
     divide by the group size get one table per tensor instead of being
     skipped. With per-channel scales the saved result is checked for the
     skipped-weight bug (module doc) and redone without them if hit.
+    ``raise_int8`` weights are skipped by the palettizer and then stored int8
+    per channel by a second, linear pass over just them.
     """
     import coremltools.optimize as cto
 
@@ -177,7 +198,7 @@ def palettize(
         per_weight = {n: per_tensor for n in _misfits(source_package, 0, options.group_size, options.weight_threshold)}
     else:
         settings.update(granularity="per_tensor")
-    per_weight.update({name: None for name in keep_float})  # None: coremltools leaves the weight alone
+    per_weight.update({name: None for name in (*keep_float, *raise_int8)})  # None: coremltools leaves it alone
     notes: list[str] = []
     result = _palettize_once(model, settings, per_weight, joint)
     if settings.get("enable_per_channel_scale"):
@@ -190,6 +211,8 @@ def palettize(
             )
             settings["enable_per_channel_scale"] = False
             result = _palettize_once(model, settings, per_weight, joint)
+    if raise_int8:
+        result, _ = linear(result, source_package, "int8", options, only=raise_int8)
     config = {"tool": "coremltools.optimize.coreml.palettize_weights", **settings, "joint": joint}
     per_tensor_names = sorted(n for n, c in per_weight.items() if c is not None)
     if per_tensor_names:
@@ -206,3 +229,33 @@ def prune(model: Any, sparsity: float, options: Options) -> tuple[Any, dict[str,
     with _quiet():
         result = cto.coreml.prune_weights(model, _config(op_config))
     return result, {"tool": "coremltools.optimize.coreml.prune_weights", **settings}
+
+
+def restore(model: Any, originals: dict[str, tuple[str, Any]]) -> Any:
+    """``model`` with the named compressed weights put back as their original fp16 constants.
+
+    ``originals`` maps a compressed weight's name (the ``constexpr_*`` op's
+    output) to (the uncompressed const's name, its value). The fidelity
+    search uses it to keep weights of a palettized candidate float without a
+    second k-means run (measured: 121 s to palettize a 224x224 MobileNetV2,
+    a few seconds to restore). Other weights keep their stored bytes.
+    Uses coremltools' graph-pass machinery (``models.utils._apply_graph_pass``,
+    as its own ``decompress_weights`` does).
+    """
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.models.utils import _apply_graph_pass
+    from coremltools.optimize.coreml._quantization_passes import AbstractQuantizationPass
+
+    class RestoreWeights(AbstractQuantizationPass):  # type: ignore[misc]  # coremltools is untyped
+        def is_valid_op(self, op: Any) -> bool:
+            return op.op_type is not None and op.op_type.startswith("constexpr_") and len(op.outputs) == 1
+
+        def transform_op(self, op: Any) -> None:
+            name, value = originals[op.outputs[0].name]
+            restored = mb.const(val=value, before_op=op, name=name)
+            op.enclosing_block.replace_uses_of_var_after_op(anchor_op=op, old_var=op.outputs[0], new_var=restored,
+                                                            force_replace=True)
+            op.enclosing_block.remove_ops([op])
+
+    with _quiet():
+        return _apply_graph_pass(model, RestoreWeights(op_selector=lambda op: op.outputs[0].name in originals))

@@ -5,6 +5,13 @@ package's own bytes in the numpy ML Program interpreter
 (``emulator/``); they expose ``emulated = True`` because the numbers are a
 semantic reference, not what Apple's kernels compute bit for bit.
 
+Sessions take any number of samples. A package converted at a fixed batch
+(a fixed-batch ``.pt2``, or a model whose batch would not stay flexible) is
+fed chunks of exactly that batch, the last one padded (``edgekit.batching``);
+a flexible package is fed ``EMULATOR_CHUNK`` samples per emulator call, which
+bounds memory (a 256-sample MobileNetV2 batch held 11 GB) and keeps arrays
+nearer the caches.
+
 Imports: numpy and protobuf, plus the Core ML protobuf definitions read from
 the installed coremltools wheel *without importing coremltools* (see
 ``emulator/proto.py``), so no torch and no converter is loaded. On macOS the
@@ -16,17 +23,20 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from edgekit.backends import TensorSpec
+from edgekit.batching import run_in_chunks
 from edgekit.backends.coreml.emulator import Interpreter, load_package
 from edgekit.backends.coreml.emulator.program import FeatureSpec, Package
 from edgekit.backends.coreml.emulator.threads import blas_threads
 from edgekit.errors import ArtifactError, DataError
 
-EMULATOR_VERSION = "1"
+EMULATOR_VERSION = "2"
+EMULATOR_CHUNK = 8  # samples per emulator call for flexible-batch packages (8 ran 1.2-1.4x faster than 16 at 224x224)
 
 
 def _use_native() -> bool:
@@ -74,8 +84,30 @@ def _declared(package: Package) -> dict[str, Any]:
     return {name: types[name] for name in function.outputs if name in types}
 
 
+def fixed_batch(package: Package) -> int | None:
+    """The batch every input is fixed to (no shape range, no enumerated shapes), or None when it is flexible."""
+    firsts = set()
+    for feature in package.inputs:
+        if feature.ranges or feature.enumerated or not feature.shape:
+            return None
+        firsts.add(feature.shape[0])
+    return firsts.pop() if len(firsts) == 1 else None
+
+
+def run_samples(run: Callable[[dict[str, np.ndarray]], list[np.ndarray]], feeds: dict[str, np.ndarray],
+                fixed: int | None, limit: int | None = EMULATOR_CHUNK) -> list[np.ndarray]:
+    """Run any number of samples through ``run``: padded chunks of ``fixed``, else chunks of at most ``limit``."""
+    if fixed is not None:
+        return run_in_chunks(run, feeds, fixed)
+    total = len(next(iter(feeds.values())))
+    step = total if limit is None else max(1, min(total, limit))
+    chunks = [run({k: v[i : i + step] for k, v in feeds.items()}) for i in range(0, total, step)]
+    return [np.concatenate([c[j] for c in chunks], axis=0) if len(chunks) > 1 else chunks[0][j]
+            for j in range(len(chunks[0]))]
+
+
 def _batch_limit(package: Package) -> int | None:
-    """Largest batch one call may take: None = unbounded; 1 = fixed batch (loop over samples)."""
+    """Largest batch one call may take: None = unbounded."""
     limits = []
     for feature in package.inputs:
         if feature.ranges:
@@ -92,8 +124,8 @@ def _batch_limit(package: Package) -> int | None:
 class CoreMLSession:
     """An ML Program behind edgekit's ``Session`` contract; any batch size.
 
-    Batches larger than the model's batch bound are run in chunks (one sample
-    at a time for a fixed-batch model) and concatenated.
+    A fixed-batch package gets padded chunks of its batch; a flexible one
+    chunks within its batch bound (``EMULATOR_CHUNK`` samples when emulated).
     """
 
     emulated = True
@@ -107,6 +139,7 @@ class CoreMLSession:
         self.inputs = [_any_batch(tensor_spec(f)) for f in self.package.inputs]
         self.outputs = [_any_batch(tensor_spec(f, self.package)) for f in self.package.outputs]
         self._limit = _batch_limit(self.package)
+        self._fixed = fixed_batch(self.package)
         self._native: Any = None
         self._interpreter: Interpreter | None = None
         if _use_native():  # Apple's runtime runs ops the emulator may not know
@@ -154,11 +187,9 @@ class CoreMLSession:
         prepared, batch = self._prepare(feeds)
         if batch == 0:
             raise DataError("the inputs hold no samples", "Give at least one sample")
-        step = batch if self._limit is None else min(batch, self._limit)
+        limit = self._limit if self._native is not None else min(self._limit or EMULATOR_CHUNK, EMULATOR_CHUNK)
         with blas_threads(self.threads if self._native is None else None):
-            chunks = [self._run_chunk({k: v[i : i + step] for k, v in prepared.items()}) for i in range(0, batch, step)]
-        outputs = [np.concatenate([c[j] for c in chunks], axis=0) if len(chunks) > 1 else chunks[0][j]
-                   for j in range(len(self.outputs))]
+            outputs = run_samples(self._run_chunk, prepared, self._fixed, limit)
         # float16 outputs (a model converted without a final cast) are widened: sessions return float32.
         return [o.astype(np.float32) if o.dtype == np.float16 else o for o in outputs]
 

@@ -103,7 +103,69 @@ class Tokens(nn.Module):
         h = self.norm(torch.nn.functional.gelu(self.proj(self.embed(input_ids)))) * mask
         pooled = h.sum(1) / mask.sum(1).clamp_min(1.0)
         return self.head(pooled), pooled
+
+
+class MaskBuilder(nn.Module):
+    """Builds an additive attention mask the way Hugging Face models do: new_ones, & and where with scalars."""
+
+    def forward(self, ids, mask):
+        keep = mask.bool()[:, None, :] & mask.bool()[:, :, None]
+        ones = ids.new_ones(ids.shape[-1]).to(torch.float32)
+        return torch.where(keep, 0.0, -1e4) * ones
+
+
+class NewOnes(nn.Module):
+    """coremltools 9.0 converts none of new_ones, bool & and where(cond, scalar, scalar) without rewrites."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(30, 16)
+        self.masks = MaskBuilder()
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, input_ids, attention_mask):
+        h = self.embed(input_ids)
+        scores = (h @ h.transpose(1, 2)) / 4.0 + self.masks(input_ids, attention_mask)
+        return self.head((scores.softmax(-1) @ h).mean(1))
+
+
+class Bessel(nn.Module):
+    def forward(self, x):
+        return torch.special.bessel_j0(x)
+
+
+class Unsupported(nn.Module):
+    """An op no route converts (Bessel functions have no Core ML converter), inside a named submodule."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 16)
+        self.block = nn.Sequential(nn.ReLU(), Bessel())
+
+    def forward(self, x):
+        return self.block(self.fc(x))
+
+
+class Outliers(nn.Module):
+    """fc2 has one large weight per row: int4 blocks scaled to it zero the rest, so fc2 must stay wider."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(16, 128)
+        self.mid = nn.Linear(128, 64)
+        self.fc2 = nn.Linear(64, 64)
+        self.fc3 = nn.Linear(64, 10)
+        with torch.no_grad():
+            self.fc2.weight[torch.arange(64), torch.arange(64)] = 1.5
+
+    def forward(self, x):
+        h = torch.relu(self.mid(torch.relu(self.fc1(x))))
+        return self.fc3(torch.relu(self.fc2(h)))
 '''
+
+
+INLINE = {"branchy": "Branchy", "fixed_batch": "FixedBatch", "tiny_tokens": "Tokens", "new_ones": "NewOnes",
+          "unsupported": "Unsupported", "outliers": "Outliers"}
 
 
 def _inline_module() -> Any:
@@ -126,16 +188,16 @@ def sample(name: str) -> Sample:
     from edgekit.model import load_factory
 
     torch.manual_seed(0)
-    if name in ("branchy", "fixed_batch", "tiny_tokens"):
-        classes = {"branchy": "Branchy", "fixed_batch": "FixedBatch", "tiny_tokens": "Tokens"}
-        module = getattr(_inline_module(), classes[name])().eval()
+    if name in INLINE:
+        module = getattr(_inline_module(), INLINE[name])().eval()
         rng = np.random.default_rng(0)
-        if name in ("branchy", "fixed_batch"):
+        if name in ("branchy", "fixed_batch", "unsupported", "outliers"):
             x = np.abs(rng.standard_normal((40, 16)).astype(np.float32))  # positive sums: the traced branch
             return Sample(module, {"x": x}, None, ("logits",))
         ids = rng.integers(0, 20, (40, 12)).astype(np.int64)
         mask = (np.arange(12)[None, :] < rng.integers(3, 13, 40)[:, None]).astype(np.int64)
-        return Sample(module, {"input_ids": ids, "attention_mask": mask}, None, ("logits", "pooled"))
+        outputs = ("logits", "pooled") if name == "tiny_tokens" else ("logits",)
+        return Sample(module, {"input_ids": ids, "attention_mask": mask}, None, outputs)
     weights = SAMPLES / name / "weights.safetensors"
     loaded = load_factory(f"{SAMPLES / name / 'model.py'}:create", weights if weights.exists() else None, REPO)
     data = {"mobilenet": "digits32", "tokens": "tokens"}.get(name, "digits")
@@ -168,20 +230,31 @@ def job(name: str, precision: str, target: str = "iphone-ios17", options: dict[s
     from edgekit.backends import ExportJob, TensorSpec
     from edgekit.config import ArtifactRequest, load_profile
 
+    from edgekit.fidelity import FidelityTarget, has_classes
+
     s = sample(name)
     key = json.dumps([name, precision, target, options or {}], sort_keys=True)
     folder = workdir or (_ROOT / f"job-{abs(hash(key))}")
     folder.mkdir(parents=True, exist_ok=True)
+    calibration = _CALIBRATION.get(name, {k: v[:64] for k, v in s.feeds.items()})
+    profile = load_profile(target)
+    # As the pipeline does: the FP32 outputs on the calibration split and the profile's bar for the precision.
+    calibration_reference = tuple(reference(name, calibration))
+    bar = profile.budgets_for(precision) if precision in ("fp32", "fp16", "int8", "int4") else None
+    fidelity = FidelityTarget() if bar is None else FidelityTarget(
+        bar.min_cosine, bar.min_top1_agreement if has_classes(list(calibration_reference)) else None, bar.min_sqnr_db)
     return ExportJob(
         model=copy.deepcopy(s.module),
         example_inputs=tuple(torch.from_numpy(v[:2]) for v in s.feeds.values()),
         inputs=tuple(TensorSpec(n, (None, *v.shape[1:]), str(v.dtype)) for n, v in s.feeds.items()),
         output_names=s.outputs,
         request=ArtifactRequest(format="coreml", precision=precision, options=options or {}),
-        profile=load_profile(target),
-        calibration=_CALIBRATION.get(name, {k: v[:64] for k, v in s.feeds.items()}),
+        profile=profile,
+        calibration=calibration,
         workdir=folder,
         stem=name,
+        reference=calibration_reference,
+        fidelity=fidelity,
     )
 
 

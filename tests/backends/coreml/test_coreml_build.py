@@ -130,17 +130,26 @@ def test_int4_on_ios17_is_refused_naming_ios18() -> None:
 
 @pytest.mark.parametrize("name", TRAINED)
 def test_palettize4_option_runs_on_ios17(name: str) -> None:
+    from edgekit.fidelity import measure
+
     (artifact,) = built(name, "int4", "iphone-ios17", {"palettize": 4})
     assert artifact.variant == "palettize4"
     assert "constexpr_lut_to_dense" in artifact.details["constexpr_ops"]
+    # The search holds the candidate to the int4 bar (cosine 0.97, top-1 agreement 0.90) on calibration
+    # data; on the held-out samples it stays there, and within 2 points of accuracy (the transformer: 1.3).
+    outputs = _run(artifact, name)
+    held_out = measure(outputs, reference(name))
+    assert held_out["cosine"] >= 0.97 and held_out["top1_agreement"] >= 0.90, held_out
     labels = sample(name).labels
-    assert accuracy(reference(name)[0], labels) - accuracy(_run(artifact, name)[0], labels) <= 0.01
-    agreement = artifact.config["calibration_agreement"]
-    assert agreement["after"] >= agreement["before"]
-    if artifact.config.get("kept_float_for_accuracy"):  # per-tensor 4-bit tables hurt attention weights most
-        kept = set(artifact.config["kept_float_for_accuracy"])
+    assert accuracy(reference(name)[0], labels) - accuracy(outputs[0], labels) <= 0.02
+    measured = artifact.config["calibration_fidelity"]
+    assert measured["samples"] > 0 and measured["bar"]["min_cosine"] == 0.97  # the int4 bar of the profile
+    if artifact.config.get("kept_float_for_fidelity"):  # per-tensor 4-bit tables hurt attention weights most
+        kept = set(artifact.config["kept_float_for_fidelity"])
         assert kept <= {w["name"] for w in artifact.details["float_weights"]}
-        assert any(note.startswith("palettize4: top-1 agreement") for note in artifact.details["notes"])
+        fallback = artifact.details["fallback"]
+        assert fallback["met"] and fallback["rounds"] >= 1 and {w["name"] for w in fallback["kept_float"]} == kept
+        assert any(note.startswith("palettize4: missed the fidelity bar") for note in artifact.details["notes"])
 
 
 def test_weight_threshold_option_decides_what_stays_float() -> None:
@@ -234,7 +243,7 @@ def test_jit_trace_is_the_fallback_and_is_recorded() -> None:
 def test_fixed_batch_fallback_is_recorded_and_the_session_loops() -> None:
     (artifact,) = built("fixed_batch", "fp32")
     assert artifact.details["export_path"] == "torch.export" and artifact.details["flexible_batch"] is False
-    assert any("session loops" in note for note in artifact.details["notes"])
+    assert any("flexible batch did not convert" in note for note in artifact.details["notes"])
     assert coreml_inspect.inspect(artifact.path)["inputs"][0]["shape"] == [1, 16]  # the package takes one sample
     session = open_session(artifact.path)
     assert session.inputs[0].shape == (None, 16)  # the session takes any batch

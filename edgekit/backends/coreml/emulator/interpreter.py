@@ -1,10 +1,17 @@
 """Runs one function of a parsed ML Program on numpy inputs.
 
 Constants (``const`` and every ``constexpr_*`` op) are evaluated once, when
-the interpreter is built. ``run`` then walks the remaining ops in program
+the interpreter is built; fp16 weights also get a read-only float32 copy then,
+so no run converts them again. ``run`` walks the remaining ops in program
 order. Each op computes in float32 (``OpContext.x`` promotes fp16 inputs) and
 its outputs are rounded to the dtypes the program declares, which is what
-makes an FP16 program behave like one.
+makes an FP16 program behave like one. Ops that only move or select values
+(``VALUE_PRESERVING``) skip the rounding when all their float inputs are
+fp16: their outputs are fp16 values already, bit for bit.
+
+``run(feeds, overrides, observe)``: ``overrides`` swaps named constants for
+one run, ``observe(op, env)`` sees every value after each op (the fidelity
+search in ``sensitivity.py`` uses both).
 """
 
 from __future__ import annotations

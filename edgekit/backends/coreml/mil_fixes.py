@@ -1,0 +1,83 @@
+"""MIL graph passes that repair what coremltools 9.0 converts wrongly, run inside ``ct.convert``.
+
+``select_shape_from_cond``: coremltools' ``select`` type inference broadcasts
+only ``a`` and ``b`` and ignores ``cond`` (MIL's spec broadcasts all three).
+``torch.where(mask, 0.0, -inf)`` with scalar branches, as Hugging Face's
+attention-mask builder writes it, is then declared a scalar although it
+computes a (batch, 1, seq, seq) tensor: measured on all-MiniLM-L6-v2, whose
+mask ``select`` was declared ``()``. A program that declares a wrong shape is
+not one to ship (the emulator refuses it; Core ML may too). The pass adds
+``fill_like(cond, 0)`` to ``a`` so that the declared shape is the real one;
+values do not change (x + 0 = x, -inf + 0 = -inf).
+
+``register()`` registers the passes once; ``pipeline()`` is coremltools'
+default pipeline with them in front. Imports coremltools: build-time only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SELECT_PASS = "edgekit::select_shape_from_cond"
+_registered = False
+repaired: list[str] = []  # names of the ops the passes rewrote since the caller last cleared it
+
+
+def register() -> None:
+    """Register edgekit's passes with coremltools (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil import types
+    from coremltools.converters.mil.mil.passes.graph_pass import AbstractGraphPass
+    from coremltools.converters.mil.mil.passes.helper import block_context_manager
+    from coremltools.converters.mil.mil.passes.pass_registry import register_pass
+
+    @register_pass(namespace="edgekit", name="select_shape_from_cond")
+    class SelectShapeFromCond(AbstractGraphPass):  # type: ignore[misc]  # coremltools is untyped
+        def apply(self, prog: Any) -> None:
+            for function in prog.functions.values():
+                self._block(function)
+
+        @block_context_manager
+        def _block(self, block: Any) -> None:
+            for op in list(block.operations):
+                for inner in op.blocks:
+                    self._block(inner)
+                if op.op_type != "select" or op.outputs[0].rank >= op.cond.rank:
+                    continue
+                if not types.is_float(op.a.dtype) or op.a.dtype != op.b.dtype:
+                    continue  # only the float masks seen so far; others are left as converted
+                zeros = mb.fill_like(ref_tensor=op.cond, value=types.nptype_from_builtin(op.a.dtype)(0), before_op=op)
+                widened = mb.add(x=op.a, y=zeros, before_op=op)
+                fixed = mb.select(cond=op.cond, a=widened, b=op.b, before_op=op, name=op.name + "_full")
+                # The new type is wider than the declared one, so types are not checked; the consumers'
+                # types are inferred again from it below.
+                op.enclosing_block.replace_uses_of_var_after_op(anchor_op=op, old_var=op.outputs[0], new_var=fixed,
+                                                                no_check_var_types=True)
+                repaired.append(op.name)
+                block.remove_ops([op])
+                _infer_consumers(block, fixed)
+
+    _registered = True
+
+
+def _infer_consumers(block: Any, changed: Any) -> None:
+    """Run type inference again on every op of ``block`` that (transitively) reads ``changed``."""
+    affected = {id(changed)}
+    for op in block.operations:
+        if any(id(v) in affected for v in op.inputs.values() if not isinstance(v, (list, tuple))) or any(
+                id(v) in affected for vs in op.inputs.values() if isinstance(vs, (list, tuple)) for v in vs):
+            op.type_value_inference(overwrite_output=True)
+            affected.update(id(v) for v in op.outputs)
+
+
+def pipeline() -> Any:
+    """coremltools' default pass pipeline with edgekit's repairs first."""
+    import coremltools as ct
+
+    register()
+    passes = ct.PassPipeline.DEFAULT
+    passes.insert_pass(0, SELECT_PASS)
+    return passes
