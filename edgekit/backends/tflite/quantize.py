@@ -240,5 +240,12 @@ def with_rules(rules: Sequence[Rule], extra: Sequence[Rule]) -> tuple[Rule, ...]
 
 
 def raised(rule: Rule, bits: int) -> Rule:
-    """``rule`` at another bit width, per-channel (block-wise int8 buys nothing)."""
-    return replace(rule, bits=bits, granularity="CHANNELWISE" if bits == 8 else rule.granularity)
+    """``rule`` at another bit width; int8 per channel with min/max.
+
+    Block-wise int8 buys nothing, and OCTAV's clipping search (6 s for the
+    37 layers of a BERT encoder, against well under a second for min/max)
+    buys nothing at 8 bits either.
+    """
+    if bits == 8:
+        return replace(rule, bits=8, granularity="CHANNELWISE", algorithm="min_max")
+    return replace(rule, bits=bits)
