@@ -7,27 +7,33 @@ that meets every budget, the fidelity bar included; see edgekit.select):
 |---|---|---|
 | fp32 | ``fp32``: the dynamo export | float |
 | fp16 | ``fp16``: float16 weights and compute, float32 I/O, sorted topologically | fp16 |
-| int8 | ``qdq-static-u8s8``, ``qoperator-static-u8s8``: quantize_static, per-channel int8 weights, uint8 activations, MinMax calibration (once, cached), outlier ranges kept float, then the fallback search | integer kernels |
-| int8 | ``dynamic``: quantize_dynamic on the folded graph (Gemm as MatMul, LSTM as DynamicQuantizeLSTM), with the fallback search | integer MatMul/Conv, float elsewhere |
+| int8 | ``qdq-static-u8s8``, ``qoperator-static-u8s8``: quantize_static, per-channel int8 weights, uint8 activations, MinMax calibration (once, cached), outlier ranges (> 1e4) kept float, then the fallback search | integer kernels |
+| int8 | ``dynamic``: quantize_dynamic on the folded graph (Gemm as MatMul, LSTM as DynamicQuantizeLSTM), conv weights stored int8 but computed float (ConvInteger ran 4.9-10x FP32), with the fallback search | integer MatMul/LSTM, float elsewhere |
 | int8 | ``weight-only-int8``: int8 codes dequantized by Cast -> Mul, which onnxruntime folds at load (FP32 speed), embeddings as GatherBlockQuantized bits=8 | float |
 | dynamic-int8 | ``dynamic`` as above | as above |
 | int4 | ``int4-weight-only``: MatMulNBits, GatherBlockQuantized, folded int4 Conv / recurrent weights, layers raised to int8 by the fallback search | MatMulNBits int8 compute, float elsewhere |
 
-Every int8 candidate stores still-float GRU/LSTM/RNN weights in int8 (no
-onnxruntime quantizer handles GRU). A candidate whose census shows no weight
-in the requested precision is dropped with a note (a "dynamic" of a model
-without MatMul or Conv, say): an "int8" file with nothing quantized never
-ships.
+Every int8 candidate also stores what onnxruntime's quantizers leave float
+in int8 (GRU/LSTM/RNN weights, sliced constant tables), folded at load. A
+candidate whose census shows no weight in the requested precision is dropped
+with a note: an "int8" file with nothing quantized never ships.
 
-Fidelity: when ``job.fidelity`` is set, each candidate is measured on the
-calibration split against the FP32 outputs (``job.reference``). Static,
-dynamic and int4 candidates that miss it run the budgeted fallback search
-(``fallback.py``): static ranks the quantized activation tensors by their
-local quantization noise and keeps the nodes around the worst float;
-dynamic keeps the noisiest MatMuls/Convs float; int4 raises the noisiest
-layers (per weight) to int8. ``details["fallback"]`` records the bar, the
-metrics before and after, the rounds and the nodes kept (with their PyTorch
-modules); ``config["kept_float_for_fidelity"]`` lists the node names.
+Fidelity: each candidate is measured on the calibration split against the
+FP32 outputs (``job.reference``) and the bar is ``job.fidelity``, with top-1
+agreement raised to 1 - the accuracy-drop budget for classifiers (``_bar``).
+Candidates that miss it run the budgeted fallback search (``fallback.py``):
+
+- static and dynamic first try 7-bit weights (one round;
+  ``quantize.REDUCE_RANGE_WHY``), then static keeps float the nodes around
+  the quantized activation tensors with the most local quantization noise,
+  dynamic the noisiest MatMuls / lookups / LSTMs; nodes kept float still store their
+  weights int8 (``quantize.weights_of_float_nodes``) when the bar holds;
+- int4 raises the noisiest layers per weight to int8.
+
+Each search tries at most ``fallback.MAX_ROUNDS`` exclusion sets whatever
+the graph size. ``details["fallback"]`` records the bar, the metrics before
+and after, the rounds (steps included) and the nodes kept (with their
+PyTorch modules); ``config["kept_float_for_fidelity"]`` lists the node names.
 
 Every candidate carries ``details["coverage"]`` (``coverage.py``) and, for
 precisions other than fp32, ``details["vs_fp32"]``: the FP32 export timed
@@ -37,6 +43,7 @@ thread; a real sample, at the model's fixed batch when it has one).
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,13 +66,13 @@ from edgekit.fidelity import FidelityTarget
 _EXPECTED = {"fp32": "fp32", "fp16": "fp16", "int8": "int8", "dynamic-int8": "int8", "int4": "int4"}
 # Ops each onnxruntime tool quantizes; a float op outside the set is reported as "not supported".
 _DYNAMIC_OPS = frozenset({"MatMul", "Conv", "Gather", "LSTM", "Attention", "EmbedLayerNormalization", "GRU", "RNN"})
-_DYNAMIC_UNITS = frozenset({"MatMul", "Gemm", "Conv", "Gather", "LSTM"})
+_DYNAMIC_UNITS = frozenset({"MatMul", "Gemm", "Gather", "LSTM"})
 _STATIC_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Gather", "GRU", "LSTM", "RNN"})  # with weights
 _WEIGHT_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "GRU", "LSTM", "RNN", "Gather"})
 _FAST_PATH = {
     "qdq": "integer kernels where onnxruntime fuses the QDQ groups",
     "qoperator": "integer QLinear ops",
-    "dynamic": "integer MatMul/Conv with activations quantized per run",
+    "dynamic": "integer MatMul/LSTM with activations quantized per run; convs float with int8 weights",
     "weight-only": "weight-only: int8 weights dequantized once at load, float compute by design",
     "int4": "MatMulNBits (int8 compute) and GatherBlockQuantized; Conv/recurrent weights dequantized once at load",
 }
@@ -199,9 +206,45 @@ def _reduce_range_step(ctx: _Context, path: Path, before: dict[str, float],
     return better, (metrics if better else before), step
 
 
-def _finished(metrics: dict[str, float], bar) -> fallback.Outcome:  # noqa: ANN001 - FidelityTarget
+def _store_kept_weights(ctx: _Context, path: Path, nodes: list[str],
+                        metrics: dict[str, float] | None) -> tuple[dict[str, float] | None, list[str]]:
+    """Store the weights of nodes kept float in int8 (``quantize.weights_of_float_nodes``), if the bar still holds.
+
+    Returns the metrics of the file now at ``path`` and the nodes whose weights went to int8
+    (none when that would make a candidate that met the bar miss it: the file is restored).
+    """
+    backup = path.with_name(f"{path.stem}.before-int8-weights.onnx")
+    shutil.copyfile(path, backup)
+    changed = quantize.weights_of_float_nodes(path, nodes)
+    if not changed or metrics is None:
+        backup.unlink()
+        return metrics, changed
+    after = ctx.measure(path)
+    if ctx.bar.met_by(metrics) and not ctx.bar.met_by(after):
+        backup.replace(path)
+        return metrics, []
+    backup.unlink()
+    return after, changed
+
+
+def _finished(metrics: dict[str, float], bar: FidelityTarget) -> fallback.Outcome:
     """An empty search outcome: the bar was met (or not) before any node was kept out."""
     return fallback.Outcome([], metrics, bar.met_by(metrics), 0, None)
+
+
+def _adopt(searched: fallback.Outcome, path: Path, metrics: dict[str, float], bar: FidelityTarget) -> fallback.Outcome:
+    """The search's file replaces ``path`` if it scores better than ``path`` (with ``metrics``) does; else it is dropped.
+
+    A search that met nothing may still have come closer; one that made things
+    worse (keeping nodes float cannot always help) leaves the candidate as it was.
+    """
+    if searched.path is not None and fallback.score(searched.metrics, bar) >= fallback.score(metrics, bar):
+        searched.path.replace(path)
+        searched.path = path
+        return searched
+    if searched.path is not None:
+        searched.path.unlink(missing_ok=True)
+    return fallback.Outcome([], metrics, bar.met_by(metrics), searched.rounds, None, searched.tried)
 
 
 def _static(ctx: _Context) -> list[Artifact | None]:
@@ -234,9 +277,8 @@ def _static(ctx: _Context) -> list[Artifact | None]:
                 outcome = _finished(metrics, ctx.bar)
                 signal = "none: 7-bit weights alone met the bar"
                 if not outcome.met:
-                    outcome, signal = _static_search(ctx, source, source_model, qdq_path, exclude, cache, reduce_range)
-                    if outcome.path is None or fallback.score(outcome.metrics, ctx.bar) < fallback.score(metrics, ctx.bar):
-                        outcome = _finished(metrics, ctx.bar)  # keeping nodes float made nothing better
+                    searched, signal = _static_search(ctx, source, source_model, qdq_path, exclude, cache, reduce_range)
+                    outcome = _adopt(searched, qdq_path, metrics, ctx.bar)
                 kept = fallback.members(outcome.kept)
                 search_record = fallback.record(ctx.bar, before, outcome, signal, ctx.module_of,
                                                 lambda n: ops_of.get(n, "?"), "kept float", [step])
@@ -245,6 +287,14 @@ def _static(ctx: _Context) -> list[Artifact | None]:
                 ctx.notes.append(f"qdq-static-u8s8: fallback kept {len(kept)} node(s) float"
                                  f"{', 7-bit weights' if reduce_range else ''} in {search_record['rounds']} round(s), "
                                  f"bar {'met' if outcome.met else 'missed'}")
+        metrics, stored = _store_kept_weights(ctx, qdq_path, exclude + kept, qdq_details.get("calibration_fidelity"))
+        if stored:
+            qdq_details["kept_float_weights_int8"] = stored
+            if metrics is not None:
+                qdq_details["calibration_fidelity"] = metrics
+                if search_record is not None:
+                    search_record["after"] = {k: round(v, 6) for k, v in metrics.items()}
+                    search_record["met"] = ctx.bar.met_by(metrics)
     except Exception as exc:  # one recipe failing must not sink the others
         ctx.notes.append(f"qdq-static-u8s8: failed ({type(exc).__name__}: {str(exc)[:160]})")
         qdq_path = None
@@ -261,8 +311,11 @@ def _static(ctx: _Context) -> list[Artifact | None]:
     try:
         quantize.int8_static(source, qop_path, "qoperator", exclude + kept, cache, reduce_range)
         details: dict[str, Any] = {}
-        if ctx.bar.required:
-            metrics = ctx.measure(qop_path)
+        metrics, stored = _store_kept_weights(ctx, qop_path, exclude + kept,
+                                              ctx.measure(qop_path) if ctx.bar.required else None)
+        if stored:
+            details["kept_float_weights_int8"] = stored
+        if metrics is not None:
             details["calibration_fidelity"] = metrics
             if search_record is not None:
                 details["fallback"] = {**search_record, "after": metrics, "met": ctx.bar.met_by(metrics), "rounds": 1,
@@ -280,7 +333,7 @@ def _static_search(ctx: _Context, source: Path, source_model: onnx.ModelProto, p
                    cache: Path, reduce_range: bool) -> tuple[fallback.Outcome, str]:
     """Keep the nodes around the noisiest quantized tensors float until the bar is met.
 
-    The chosen trial replaces ``path``; returns the outcome and the signal's description.
+    Returns the outcome (its ``path`` is the chosen trial's file, beside ``path``) and the signal's description.
     """
     candidate = onnx.load(str(path))
     static_ops = set(quantize.static_op_types())
@@ -295,11 +348,9 @@ def _static_search(ctx: _Context, source: Path, source_model: onnx.ModelProto, p
         return trial_path, ctx.measure(trial_path)
 
     outcome = fallback.search(suspects, trial, ctx.bar)
-    if outcome.path is not None:
-        outcome.path.replace(path)
-        outcome.path = path
     for leftover in trials:
-        leftover.unlink(missing_ok=True)
+        if leftover != outcome.path:
+            leftover.unlink(missing_ok=True)
     samples = min(fallback.SIGNAL_SAMPLES, len(next(iter(ctx.job.calibration.values()))))
     signal = ("local quantization noise of each quantized activation tensor (FP32 values against the same values "
               f"quantized with the candidate's own scale and zero point) on {samples} calibration samples; "
@@ -308,7 +359,7 @@ def _static_search(ctx: _Context, source: Path, source_model: onnx.ModelProto, p
 
 
 def _dynamic(ctx: _Context) -> Artifact | None:
-    """Dynamic INT8 on the folded graph; when it misses the bar, 7-bit weights, then the noisiest MatMuls/Convs float."""
+    """Dynamic INT8 on the folded graph; when it misses the bar, 7-bit weights, then the noisiest MatMuls float."""
     job, out = ctx.job, ctx.job.workdir
     started = time.perf_counter()
     path = out / f"{job.stem}.dynamic.onnx"
@@ -332,15 +383,19 @@ def _dynamic(ctx: _Context) -> Artifact | None:
                 ops_of = {n.name: n.op_type for n in source_model.graph.node}
                 if not outcome.met:
                     rr = reduce_range
-                    outcome, signal = _node_search(ctx, source_model, path, _DYNAMIC_UNITS,
-                                                   lambda keep, target: quantize.int8_dynamic(source, target, keep, rr))
-                    if outcome.path is None or fallback.score(outcome.metrics, ctx.bar) < fallback.score(metrics, ctx.bar):
-                        outcome = _finished(metrics, ctx.bar)
+                    searched, signal = _node_search(ctx, source_model, path, _DYNAMIC_UNITS,
+                                                    lambda keep, target: quantize.int8_dynamic(source, target, keep, rr))
+                    outcome = _adopt(searched, path, metrics, ctx.bar)
                 kept = fallback.members(outcome.kept)
                 record = fallback.record(ctx.bar, before, outcome, signal, ctx.module_of, lambda n: ops_of.get(n, "?"),
                                          "kept float", [step])
                 record["reduce_range"] = reduce_range
-                details.update(fallback=record, calibration_fidelity=outcome.metrics)
+                metrics, stored = _store_kept_weights(ctx, path, kept, outcome.metrics)
+                if stored:
+                    details["kept_float_weights_int8"] = stored
+                    record["after"] = {k: round(v, 6) for k, v in metrics.items()}
+                    record["met"] = ctx.bar.met_by(metrics)
+                details.update(fallback=record, calibration_fidelity=metrics)
                 ctx.notes.append(f"dynamic: fallback kept {len(kept)} node(s) float{', 7-bit weights' if reduce_range else ''}"
                                  f" in {record['rounds']} round(s), bar {'met' if outcome.met else 'missed'}")
     except Exception as exc:
@@ -356,7 +411,7 @@ def _dynamic(ctx: _Context) -> Artifact | None:
 
 def _node_search(ctx: _Context, source_model: onnx.ModelProto, path: Path, unit_ops: frozenset[str],
                  make: Callable[[list[str], Path], object]) -> tuple[fallback.Outcome, str]:
-    """Fallback search over whole nodes (added-noise signal); the chosen trial replaces ``path``."""
+    """Fallback search over whole nodes (added-noise signal); the outcome's ``path`` is the chosen trial's file."""
     candidate = onnx.load(str(path))
     units = [n.name for n in source_model.graph.node if n.op_type in unit_ops]
     suspects = fallback.rank(source_model, candidate, units, ctx.job.calibration, ctx.job.fixed_batch)
@@ -369,11 +424,9 @@ def _node_search(ctx: _Context, source_model: onnx.ModelProto, path: Path, unit_
         return trial_path, ctx.measure(trial_path)
 
     outcome = fallback.search(suspects, trial, ctx.bar)
-    if outcome.path is not None:
-        outcome.path.replace(path)
-        outcome.path = path
     for leftover in trials:
-        leftover.unlink(missing_ok=True)
+        if leftover != outcome.path:
+            leftover.unlink(missing_ok=True)
     samples = min(fallback.SIGNAL_SAMPLES, len(next(iter(ctx.job.calibration.values()))))
     return outcome, fallback.SIGNAL.format(n=samples)
 

@@ -1,29 +1,42 @@
 """Budgeted fallback search: keep the fewest nodes out of a low precision until the fidelity bar is met.
 
-Used by static INT8 (excluded nodes stay float) and INT4 (raised nodes go to
-int8). Two parts:
+Used by static and dynamic INT8 (nodes kept float) and INT4 (layers raised
+to int8). Two parts:
 
-**Signal** (``rank``): run the reference model (FP32, or the pre-processed
-graph the quantizer read) and the all-quantized candidate on a few
-calibration samples, with the inputs and outputs of every quantized node
-exposed as extra graph outputs (quantizers keep tensor names: QDQ keeps the
-float tensor before each QuantizeLinear, MatMulNBits and
-GatherBlockQuantized write the original output name). For each tensor the
-relative noise power ``n = sum((q - f)^2) / sum(f^2)`` is accumulated; a
-node's *error* is the noise it adds, ``n(output) - max n(float inputs)``
-(clamped at 0). Linear noise rather than an SQNR difference in dB: a clean
-first layer going from 120 dB to 60 dB adds nothing that matters, a layer
-going from 20 dB to 10 dB does. The error includes the quantization of the
-node's own input activations, which excluding the node also removes.
+**Signals** rank the units of the search:
 
-**Search** (``search``): the most damaging nodes first, exclusion sets
-growing geometrically (1, then by a ratio that reaches ``MAX_SHARE`` of the
-candidates in ``GEOMETRIC_ROUNDS`` rounds), then bisection between the last
-size that missed and the first that met, ``MAX_ROUNDS`` trials in all. Each
-trial requantizes (static: from the cached calibration, no new calibration
-run) and measures fidelity on the calibration split against the FP32
-outputs. Cost: one signal pass (two models, ``SIGNAL_SAMPLES`` samples) plus
-at most ``MAX_ROUNDS`` quantize+evaluate rounds, whatever the graph size.
+- ``rank_tensors`` (static): every activation tensor the QDQ candidate
+  quantizes, by its *local* quantization noise: the FP32 model's values of
+  the tensor against the same values quantized with the candidate's own
+  scale and zero point, ``n = sum((q - f)^2) / sum(f^2)``. Upstream noise
+  cannot leak into it, so it points at the QuantizeLinear/DequantizeLinear
+  pairs that do the damage (a residual stream whose outlier channels stretch
+  a per-tensor range). A tensor's unit is every quantized node producing or
+  reading it: all must stay float for its pair to go. One FP32 pass.
+  Measured on MiniLM: excluding the touching nodes of the worst 48 tensors
+  reached cosine 0.995; the node-level signal below, on the same model,
+  stayed at 0.86 with 42 nodes out (every node there sits on an already
+  noisy input, so what each *adds* says little).
+- ``rank`` (dynamic, int4): every quantized node by the noise it adds,
+  ``n(output as consumers read it) - max n(float inputs)`` between the FP32
+  model and the all-quantized candidate (quantizers keep tensor names),
+  clamped at 0. Linear noise rather than an SQNR difference in dB: a clean
+  first layer going from 120 dB to 60 dB adds nothing that matters, a layer
+  going from 20 dB to 10 dB does.
+
+Both use the first ``SIGNAL_SAMPLES`` calibration samples, ``SIGNAL_CHUNK``
+at a time (or the model's fixed batch), accumulating sums so memory does not
+grow with the data.
+
+**Search** (``search``): the most damaging units first, sets growing
+geometrically (1, then by a ratio that reaches ``MAX_SHARE`` of the units in
+``GEOMETRIC_ROUNDS`` rounds), then bisection between the last size that
+missed and the first that met, ``MAX_ROUNDS`` trials in all. Each trial
+requantizes (static: from the cached calibration, no new calibration run)
+and measures fidelity on the calibration split against the FP32 outputs.
+Cost: one signal pass plus at most ``MAX_ROUNDS`` quantize+evaluate rounds,
+whatever the graph size (MiniLM, 212 nodes, 181 quantized tensors: 8 rounds
+with the 7-bit step, ~3 min on a busy 2-core host).
 
 Imports onnxruntime and onnx; no torch.
 """

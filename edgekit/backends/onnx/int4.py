@@ -6,6 +6,7 @@
 | Gather of an embedding table | GatherBlockQuantized int4, blocks of ``GATHER_BLOCK`` along the width | GatherBlockQuantized bits=8 |
 | Conv, ConvTranspose | int4 per output channel, folded (``weights.py``); in blocks of 32 input channels where that gains >= ``BLOCKED_GAIN_DB`` of weight SQNR | int8 per channel, folded |
 | GRU, LSTM, RNN (W, R) | int4 per gate row, folded; in blocks of 32 inputs under the same rule | int8 per gate row, folded |
+| constant tables read elementwise / sliced | int4 per row, folded | (not raised) |
 
 Everything but MatMulNBits and GatherBlockQuantized computes in float: the
 file shrinks, compute does not change (onnxruntime CPU has no int4 conv);
@@ -157,6 +158,7 @@ def quantized(model: onnx.ModelProto, layers: Layers, raised: Sequence[str] = ()
             if blocked:
                 weights.quantize_recurrent(out, width, only=blocked, block=INT4_BLOCK)
             weights.quantize_recurrent(out, width, only=[n for n in chosen if n not in blocked])
+    weights.quantize_tables(out, 4)
     return out
 
 

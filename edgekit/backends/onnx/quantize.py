@@ -4,9 +4,10 @@
 |---|---|---|---|
 | fp16 | ``convert_float_to_float16(keep_io_types=True)`` + topological sort | fp16 | fp16, fp32 I/O |
 | static QDQ / QOperator | ``quantize_static`` (MinMax, one cached calibration) | int8 per channel | uint8, integer kernels |
-| dynamic | ``quantize_dynamic`` on the folded graph, Gemm as MatMul | int8 per channel | uint8 at run time per batch |
+| dynamic | ``quantize_dynamic`` on the folded graph, Gemm as MatMul, Conv left out (``dynamic_op_types``) | int8 per channel; convs folded int8 | uint8 at run time per batch for MatMul/LSTM; float convs |
 | weight-only int8 | ``weights.py`` rewrites | int8 per channel (embeddings: GatherBlockQuantized) | float |
-| (every int8) | ``weights.quantize_recurrent`` | GRU/LSTM/RNN W and R int8 when still float | float |
+| (every int8) | ``store_leftovers`` | GRU/LSTM/RNN W and R, constant tables: int8 when still float | float |
+| (kept float by a search) | ``weights_of_float_nodes`` | int8 storage, folded | float |
 
 Static calibration runs once per job: its ranges are saved as onnxruntime's
 calibration cache (``calibration_cache_path``), which the outlier check, both
@@ -118,17 +119,24 @@ def to_fp16(source: Path, destination: Path) -> Path:
 def preprocess(source: Path, destination: Path) -> tuple[Path, str]:
     """onnxruntime's quantization pre-processing (shape inference + graph optimisation, constant folding).
 
-    Returns the path to quantize from and a note; on failure the original is
-    used and the note says why, since pre-processing is an optimisation.
+    Its symbolic shape inference fails on some exports (the zoo MiniLM's
+    Expand: "object of type 'NoneType' has no len()"); then it runs again
+    with ONNX shape inference only. Returns the path to quantize from and a
+    note; if both fail the original is used and the note says why, since
+    pre-processing is an optimisation.
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    try:
-        with _quiet():
-            quant_pre_process(str(source), str(destination))
-        return destination, "pre-processed (shape inference, graph optimisation)"
-    except Exception as exc:  # pre-processing is best effort
-        return source, f"pre-processing skipped: {type(exc).__name__}: {str(exc)[:120]}"
+    problems = []
+    for skip_symbolic in (False, True):
+        try:
+            with _quiet():
+                quant_pre_process(str(source), str(destination), skip_symbolic_shape=skip_symbolic)
+            how = " without symbolic shape inference" if skip_symbolic else ""
+            return destination, f"pre-processed (shape inference, graph optimisation){how}"
+        except Exception as exc:  # pre-processing is best effort
+            problems.append(f"{type(exc).__name__}: {str(exc)[:120]}")
+    return source, f"pre-processing skipped: {problems[-1]}"
 
 
 def static_op_types() -> list[str]:
@@ -200,18 +208,33 @@ def int8_static(source: Path, destination: Path, quant_format: str, exclude: lis
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
             calibration_cache_path=str(cache),
         )
-    recurrent_to_int8(destination)
+    store_leftovers(destination)
     return destination
+
+
+def dynamic_op_types() -> list[str]:
+    """What the dynamic recipe hands to quantize_dynamic: its default op types except Conv.
+
+    onnxruntime's ConvInteger (with a DynamicQuantizeLinear per conv) ran
+    4.9x FP32 on a small CNN and 10.2x on the zoo's MobileNetV2, so convs
+    get int8 *storage* instead (folded weight-only, FP32 speed) and integer
+    compute stays where dynamic quantization is fast: MatMul, LSTM, lookups.
+    """
+    from onnxruntime.quantization.registry import IntegerOpsRegistry
+
+    return sorted(set(IntegerOpsRegistry) - {"Conv"})
 
 
 def int8_dynamic(source: Path, destination: Path, exclude: list[str] = (),  # type: ignore[assignment]
                  reduce_range: bool = False) -> Path:
-    """Dynamic INT8: int8 weights, activations quantized at run time per batch.
+    """Dynamic INT8: int8 weights, activations quantized at run time per batch (MatMul, LSTM, lookups).
 
     ``source`` should be folded (``preprocess``): onnxruntime quantizes only
     weights that are initializers (LSTM weights built by Slice/Concat chains
     would stay float). Gemm is rewritten to MatMul first, since the dynamic
-    quantizer has no Gemm form; GRU/RNN weights are stored int8 afterwards.
+    quantizer has no Gemm form. Conv weights, GRU/RNN weights and constant
+    tables are stored int8 afterwards (folded, float compute); nodes in
+    ``exclude`` keep float weights.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -222,8 +245,12 @@ def int8_dynamic(source: Path, destination: Path, exclude: list[str] = (),  # ty
         # A Gemm kept out by name is the rewritten "<name>_MatMul" now.
         excluded = [*exclude, *(f"{name}_MatMul" for name in exclude)]
         quantize_dynamic(str(staged), str(destination), per_channel=True, weight_type=QuantType.QInt8,
-                         nodes_to_exclude=excluded, reduce_range=reduce_range)
-    recurrent_to_int8(destination)
+                         nodes_to_exclude=excluded, reduce_range=reduce_range, op_types_to_quantize=dynamic_op_types())
+    quantized = onnx.load(str(destination))
+    kept = set(exclude)
+    if weights.quantize_convs(quantized, 8, only=[n.name for n in quantized.graph.node if n.name not in kept]):
+        onnx.save(quantized, str(destination))
+    store_leftovers(destination)
     return destination
 
 
@@ -241,17 +268,40 @@ def int8_weight_only(source: Path, destination: Path, exclude: list[str] = ()) -
     changed += weights.quantize_convs(model, 8, only=everything)
     changed += weights.quantize_recurrent(model, 8, only=everything)
     changed += weights.quantize_gathers(model, 8, block=weights.GATHER_BLOCK, only=everything)
+    changed += weights.quantize_tables(model, 8)
     onnx.save(model, str(destination))
     return destination, changed
 
 
-def recurrent_to_int8(path: Path) -> list[str]:
-    """Store still-float GRU/LSTM/RNN weights of the model at ``path`` in int8 (in place); the nodes changed."""
+def store_leftovers(path: Path) -> list[str]:
+    """Store the weights onnxruntime's int8 quantizers leave float in int8, in place; what changed.
+
+    GRU/LSTM/RNN weights (no quantizer handles GRU; LSTM only dynamically)
+    and constant tables read elementwise (sliced position embeddings), both
+    folded at load, so compute is unchanged.
+    """
     model = onnx.load(str(path))
-    if not any(n.op_type in graphs.RECURRENT for n in model.graph.node):
+    if any(n.op_type in graphs.RECURRENT for n in model.graph.node):
+        model, _ = graphs.fold_weight_chains(model)
+    changed = weights.quantize_recurrent(model, 8) + weights.quantize_tables(model, 8)
+    if changed:
+        onnx.save(model, str(path))
+    return changed
+
+
+def weights_of_float_nodes(path: Path, nodes: list[str]) -> list[str]:
+    """Store the weights of ``nodes`` (kept float by a search) in int8, in place; compute stays float.
+
+    A node kept out of static or dynamic quantization loses only its integer
+    compute; its weights can still be stored int8 (folded, or
+    GatherBlockQuantized for an embedding table), so a kept-float FFN layer
+    or a 30k-token table does not double the file. Returns the nodes changed.
+    """
+    if not nodes:
         return []
-    model, _ = graphs.fold_weight_chains(model)
-    changed = weights.quantize_recurrent(model, 8)
+    model = onnx.load(str(path))
+    changed = weights.quantize_matmuls(model, 8, only=nodes) + weights.quantize_convs(model, 8, only=nodes)
+    changed += weights.quantize_gathers(model, 8, block=weights.GATHER_BLOCK, only=nodes)
     if changed:
         onnx.save(model, str(path))
     return changed

@@ -11,6 +11,7 @@ DequantizeLinear):
 | MatMul, Gemm (const B) | folded, per output column | (MatMulNBits, in ``int4.py``) |
 | GRU, LSTM, RNN (W, R) | folded, per gate row | folded, per gate row |
 | Gather (embedding tables) | GatherBlockQuantized bits=8 | GatherBlockQuantized int4 |
+| other constant tables (sliced or added: position embeddings) | folded, per row | folded, per row |
 
 Quantization is symmetric round-to-nearest with positive scales (no zero
 points); at 4 bits each group uses all 16 codes and, when it has enough
@@ -431,3 +432,47 @@ def quantize_matmuls_nbits(model: onnx.ModelProto, bits_of: dict[str, int], bloc
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     drop_unused_initializers(model)
     return changed
+
+
+# Ops a constant table may feed for ``quantize_tables`` to store it quantized (elementwise use, slicing,
+# concatenation): the dequantized constant then folds at load like any other.
+TABLE_CONSUMERS = frozenset({"Slice", "Add", "Sub", "Mul", "Concat", "Expand", "Where", "Tile"})
+
+
+def quantize_tables(model: onnx.ModelProto, bits: int, min_elements: int = MIN_GATHER_ELEMENTS) -> list[str]:
+    """Constant float tables only read elementwise or sliced (position embeddings, learned queries) in int codes.
+
+    Such a table is a weight no quantizer looks at (a BERT whose position
+    embeddings are sliced rather than looked up: 0.2M floats, 0.9 % of
+    MiniLM). Stored folded, one scale per row of its first non-unit axis.
+    Returns the names of the tables quantized.
+    """
+    inits = initializers(model)
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    outputs = {o.name for o in model.graph.output}
+    done = []
+    for name, tensor in list(inits.items()):
+        users = readers.get(name, [])
+        if (tensor.data_type != TensorProto.FLOAT or len(tensor.dims) < 2 or int(np.prod(tensor.dims)) < min_elements
+                or not users or name in outputs or any(u.op_type not in TABLE_CONSUMERS for u in users)):
+            continue
+        values = numpy_helper.to_array(tensor)
+        axis = next((i for i, d in enumerate(values.shape) if d > 1), 0)
+        codes, scales = _codes((name,), lambda v=values: v, bits, axis)
+        scales = scales.reshape([-1 if i == axis else 1 for i in range(values.ndim)])
+        base = f"{name}_t{bits}"
+        model.graph.initializer.extend([int_tensor(codes, bits, f"{base}_q"),
+                                        numpy_helper.from_array(scales.astype(np.float32), f"{base}_scale")])
+        cast = helper.make_node("Cast", [f"{base}_q"], [f"{base}_cast"], to=TensorProto.FLOAT, name=f"{base}_cast")
+        mul = helper.make_node("Mul", [f"{base}_cast", f"{base}_scale"], [f"{base}_dq"], name=f"{base}_dequantize")
+        for user in users:
+            user.input[:] = [f"{base}_dq" if i == name else i for i in user.input]
+        model.graph.node.insert(0, mul)
+        model.graph.node.insert(0, cast)
+        done.append(name)
+    if done:
+        drop_unused_initializers(model)
+    return done

@@ -367,7 +367,9 @@ def test_coverage_numbers_are_honest(builds: _Builds) -> None:
         assert cov["compute_ops"] == 3, artifact.variant
     assert candidates["weight-only-int8"].details["coverage"]["fast_ops"] == 0  # float compute by design
     assert candidates["qoperator-static-u8s8"].details["coverage"]["fast_ops"] == 3
-    assert candidates["dynamic"].details["coverage"]["fast_ops"] >= 2
+    # Dynamic leaves convs to int8 storage with float compute (ConvInteger is slow): only the head is integer.
+    assert candidates["dynamic"].details["coverage"]["fast_ops"] == 1
+    assert candidates["dynamic"].details["weights"]["by_op"]["Conv"].get("int8", 0) > 0
 
 
 def test_compute_op_counting_on_hand_made_op_lists() -> None:
