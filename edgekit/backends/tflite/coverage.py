@@ -72,7 +72,7 @@ def measure(
         out = _text(tensors[graph.operators[op_index].outputs[0]].name)
         reason = (kept_float or {}).get(out) or _why(layer["op"], precision, recipe)
         float_ops.append(FloatOp(layer["weight"][-160:], layer["op"], layer["elements"], reason,
-                                 modules.module_for(layer["op"], out) if modules else None))
+                                 modules.module_for_op(layer["op"], [out, layer["weight"]]) if modules else None))
     # Big float constants feeding other ops: parameters folded by torch.export (positions, LayerNorm scales).
     folded: Counter[tuple[str, str]] = Counter()
     for op, name in zip(graph.operators or [], parsed.op_names):

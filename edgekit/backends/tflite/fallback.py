@@ -168,6 +168,14 @@ class Graph:
         outs = self.parsed.model.subgraphs[0].operators[index].outputs
         return self.names[int(outs[0])] if outs is not None and len(outs) else ""
 
+    def module(self, index: int, modules: ModuleIndex | None) -> str | None:
+        """The PyTorch module of op ``index`` (from its output's name, else its inputs'), None if unknown."""
+        if modules is None:
+            return None
+        op = self.parsed.model.subgraphs[0].operators[index]
+        inputs = [self.names[t] for t in (op.inputs if op.inputs is not None else []) if t >= 0]
+        return modules.module_for_op(self.op_type(index), [self.output_name(index)] + inputs[1:] + inputs[:1])
+
 
 def short_name(tensor_name: str, limit: int = 160) -> str:
     """A tensor name short enough for reports: the last fused location, cut from the left."""
@@ -363,7 +371,7 @@ def static_search(
         out = graph.output_name(i)
         kept_float.append({
             "name": short_name(out), "op": graph.op_type(i),
-            "module": modules.module_for(graph.op_type(i), out) if modules else None,
+            "module": graph.module(i, modules),
             "error": None if math.isinf(error_by_op[i]) else round(error_by_op[i], 6),
             **({"weights": "int8 (dynamic range)"} if weights_dynamic and graph.op_type(i) in quantize.WEIGHT_OPS else {}),
         })
@@ -430,6 +438,10 @@ class _Int4Prober:
             raw = root.Buffers(tensor.buffer).DataAsNumpy()
             if isinstance(raw, np.ndarray) and raw.size == 4 * int(np.prod(tensor.shape)):
                 self.views[index] = raw.view(np.float32).reshape([int(d) for d in tensor.shape])
+
+    def elements(self, op: int) -> int:
+        view = self.views.get(op)
+        return int(view.size) if view is not None else 0
 
     def with_int4(self, ops: Sequence[int]) -> bytes:
         saved = {}
@@ -506,7 +518,9 @@ def int4_search(
             if key not in cache:
                 cache[key] = error_of(judge.metrics(prober.with_int4(group), limit=PROBE_SAMPLES))
             errors[key] = cache[key]
-        ranked = sorted(errors, key=lambda g: -errors[g])
+        # Error per weight element raised: an embedding table costs 80x a BERT projection in int8 bytes.
+        sizes = {g: max(1, sum(prober.elements(i) for i in g)) for g in errors}
+        ranked = sorted(errors, key=lambda g: -errors[g] / sizes[g])
 
         def make(chosen: Sequence[tuple[int, ...]]) -> bytes:
             scopes = [graph.scopes[i] for g in chosen for i in g]
@@ -524,9 +538,9 @@ def int4_search(
                     raised_ops.append(i)
                     out = graph.output_name(i)
                     raised.append({"name": short_name(out), "op": graph.op_type(i),
-                                   "module": modules.module_for(graph.op_type(i), out) if modules else None,
-                                   "error": round(errors[g], 6)})
-        signal += (f"; then int8 for the ops whose int4 weights cost most: one probe per "
+                                   "module": graph.module(i, modules),
+                                   "error": round(errors[g], 6), "elements": prober.elements(i)})
+        signal += (f"; then int8 for the ops whose int4 weights cost most per weight element: one probe per "
                    f"{'op' if all(len(g) == 1 for g in groups) else 'group of consecutive ops'} "
                    f"({len(groups)} probes on {min(judge.count, PROBE_SAMPLES)} samples: the float model with only "
                    "that op's weights rounded to per-channel int4)")

@@ -89,3 +89,12 @@ class ModuleIndex:
                 if any(owner in self.types.get(path, "") for owner in owners):
                     return path
         return paths[0]
+
+    def module_for_op(self, op_name: str, tensor_names: list[str]) -> str | None:
+        """``module_for`` on the first of ``tensor_names`` that names a module (the output, then the inputs:
+        a graph output is renamed after the signature, but its weight keeps litert-torch's location)."""
+        for name in tensor_names:
+            found = self.module_for(op_name, name)
+            if found is not None:
+                return found
+        return None
