@@ -16,7 +16,8 @@ Mixed precision: the all-int4 model is measured on the calibration split
 against the FP32 outputs; when it misses ``job.fidelity``, the layers are
 ranked by the noise each adds (``fallback.rank``) and the most damaging are
 raised to int8, in geometrically growing sets (``fallback.search``), until
-the bar is met. Raising to int8 keeps most of the saving (a layer at int8 is
+the bar is met (if no set meets it, the all-int4 model stays: raising layers
+would cost size and still fail). Raising to int8 keeps most of the saving (a layer at int8 is
 still 4x smaller than float); layers are never kept float here.
 
 Needs onnx, numpy and onnxruntime (for the search); no torch.
@@ -212,10 +213,11 @@ def _int4(source: Path, destination: Path, calibration: dict[str, np.ndarray] | 
         return path, fallback.fidelity(path, calibration, reference, fixed_batch)
 
     outcome = fallback.search(suspects, trial, bar)
-    if outcome.path is not None:
+    if outcome.met and outcome.path is not None:
         outcome.path.replace(destination)
-    else:
+    else:  # raising layers that cannot reach the bar would only cost size
         onnx.save(full, str(destination))
+        outcome = fallback.Outcome([], before, False, outcome.rounds, None, outcome.tried)
     for path in trials:
         path.unlink(missing_ok=True)
     record.update(raised_to_int8=fallback.members(outcome.kept), metrics=outcome.metrics,

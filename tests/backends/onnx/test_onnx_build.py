@@ -308,16 +308,24 @@ def test_int4_raises_the_noisiest_layers_to_int8_when_the_bar_needs_it(builds: _
     from edgekit.backends.onnx.int4 import int4_weight_only
 
     built = builds("cnn", "fp32")
-    job = built.job
-    strict = FidelityTarget(min_cosine=0.99999)
-    _, record = int4_weight_only(built.candidates[0].path, tmp_path / "strict.onnx", job.calibration, job.reference,
-                                 strict)
-    assert record["raised_to_int8"] and record["search"]["outcome"].rounds <= fallback.MAX_ROUNDS
-    census = weight_census(onnx.load(str(tmp_path / "strict.onnx")))
-    assert census["by_precision"].get("int8", 0) > 0 and census["by_precision"].get("int4", 0) >= 0
-    _, lenient = int4_weight_only(built.candidates[0].path, tmp_path / "lenient.onnx", job.calibration,
-                                  job.reference, FidelityTarget(min_cosine=0.5))
+    job, fp32 = built.job, built.candidates[0].path
+    _, lenient = int4_weight_only(fp32, tmp_path / "lenient.onnx", job.calibration, job.reference,
+                                  FidelityTarget(min_cosine=0.5))
     assert lenient["raised_to_int8"] == [] and "search" not in lenient
+    all_int4 = lenient["metrics"]["cosine"]
+    # A bar between all-int4 and all-int8 fidelity: reachable only by raising some layers.
+    bar = FidelityTarget(min_cosine=1 - (1 - all_int4) / 2)
+    _, record = int4_weight_only(fp32, tmp_path / "mixed.onnx", job.calibration, job.reference, bar)
+    outcome = record["search"]["outcome"]
+    assert outcome.met and record["raised_to_int8"] and outcome.rounds <= fallback.MAX_ROUNDS
+    assert record["metrics"]["cosine"] >= bar.min_cosine
+    census = weight_census(onnx.load(str(tmp_path / "mixed.onnx")))
+    assert census["by_precision"].get("int8", 0) > 0 and census["by_precision"].get("int4", 0) > 0
+    # Impossible bars leave the all-int4 model: raising layers would cost size and still fail.
+    _, hopeless = int4_weight_only(fp32, tmp_path / "hopeless.onnx", job.calibration, job.reference,
+                                   FidelityTarget(min_cosine=1.1))
+    assert hopeless["raised_to_int8"] == [] and not hopeless["search"]["outcome"].met
+    assert (tmp_path / "hopeless.onnx").stat().st_size == (tmp_path / "lenient.onnx").stat().st_size
 
 
 # ----------------------------------------------------------------- int4 lookups, recurrent weights
