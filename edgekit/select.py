@@ -23,7 +23,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from edgekit.validate import Check, verdict
+from edgekit.validate import QUALITY_BUDGETS, Check, verdict
 
 # Interleaved timings of one .tflite against an identical copy differed by up
 # to 2% on a shared 2-core host (see edgekit/timing.py); a ratio
@@ -57,6 +57,29 @@ class Measured:
     @property
     def failures(self) -> int:
         return sum(c.status == "fail" for c in self.checks)
+
+    @property
+    def failed(self) -> frozenset[str]:
+        return frozenset(c.budget for c in self.checks if c.status == "fail")
+
+    def passes_besides(self, budgets: frozenset[str]) -> bool:
+        """Whether every check passes once the checks of ``budgets`` are set aside."""
+        return self.failed <= budgets
+
+
+def shared_failures(candidates: list[Measured]) -> frozenset[str]:
+    """Resource budgets every candidate fails (a 22 MB model against an 8 MB budget, say).
+
+    They cannot tell candidates apart, so when nothing passes the choice is
+    made among the candidates that pass everything else, by the usual rule:
+    the shipped artifact still fails, but it is the one that would ship if
+    those budgets were met (the fast one that keeps fidelity, not merely the
+    one with the highest cosine). Quality budgets are never set aside: when
+    every candidate misses one, the best quality ships.
+    """
+    if not candidates:
+        return frozenset()
+    return frozenset.intersection(*(c.failed for c in candidates)) - QUALITY_BUDGETS
 
 
 def vs_fp32(candidate: Measured, fp32_latency_ms: float | None = None) -> float | None:
@@ -93,6 +116,9 @@ def choose(candidates: list[Measured], fp32_latency_ms: float | None = None) -> 
     # Interleaved ratios share one FP32 denominator, so they order candidates more robustly than raw p50s.
     by_speed = (lambda c: ratios[c.variant]) if all(c.fp32_ratio is not None for c in candidates) else (lambda c: c.cost)
     passing = [c for c in candidates if c.passed]
+    shared = shared_failures(candidates) if not passing else frozenset()
+    if shared:
+        passing = [c for c in candidates if c.passes_besides(shared)]
     slower: dict[str, Any] | None = None
     if passing:
         fast = [c for c in passing if ratios[c.variant] is None or ratios[c.variant] <= SAME_SPEED]
@@ -117,8 +143,11 @@ def choose(candidates: list[Measured], fp32_latency_ms: float | None = None) -> 
     else:
         winner = min(candidates, key=lambda c: (c.failures, -c.metrics.get("cosine", 0.0), c.cost))
         why = "no candidate meets every budget; shipped the one with the fewest failures and the best fidelity"
+    if shared and passing:
+        why = (f"no candidate meets every budget: all fail {', '.join(sorted(shared))}; among those that meet the "
+               f"rest, {why}")
     if len(candidates) == 1 and slower is None:
-        why = "only candidate for this precision"
+        why = "only candidate for this precision" + (f" (it fails {', '.join(sorted(shared))})" if shared else "")
     record: dict[str, Any] = {
         "chosen": winner.variant,
         "reason": why,

@@ -82,3 +82,19 @@ def test_emulated_candidates_ship_the_smallest() -> None:
 def test_no_candidates_is_a_programming_error() -> None:
     with pytest.raises(ValueError):
         choose([])
+
+
+def test_a_resource_budget_every_candidate_fails_does_not_pick_the_winner() -> None:
+    """A 22 MB encoder against an 8 MB budget: the fast candidate that keeps fidelity still ships, marked failed."""
+    def candidate(name: str, cosine: float, ratio: float, quality_ok: bool = True) -> Measured:
+        checks = [Check("max_size_mb", 8.0, 23.0, "fail"),
+                  Check("min_cosine", 0.99, cosine, "pass" if quality_ok else "fail")]
+        return Measured(name, {"cosine": cosine, "latency_p50_ms": 10 * ratio}, checks, 23_000_000, fp32_ratio=ratio)
+
+    pool = [candidate("static", 0.95, 0.55, quality_ok=False), candidate("dynamic", 0.9925, 0.65),
+            candidate("weight-only", 0.9995, 1.0)]
+    winner, record = choose(pool)
+    assert winner.variant == "dynamic" and not winner.passed
+    assert "all fail max_size_mb" in record["reason"]
+    every_quality_fails = [candidate("a", 0.95, 0.5, False), candidate("b", 0.97, 0.9, False)]
+    assert choose(every_quality_fails)[0].variant == "b"  # quality failures are never set aside

@@ -27,7 +27,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from edgekit.select import SAME_SPEED, Measured, vs_fp32
+from edgekit.select import SAME_SPEED, Measured, shared_failures, vs_fp32
 
 OBJECTIVE_METRIC = {"size": "size_bytes", "download": "download_bytes", "latency": "latency_p50_ms"}
 OBJECTIVE_WORDS = {"size": "smallest file", "download": "smallest download (gzip)", "latency": "fastest on the build host"}
@@ -98,6 +98,9 @@ def choose(candidates: list[SearchCandidate], objective: str, excluded: list[dic
         objective_used, note = objective, ""
     ratios = {c.key: vs_fp32(c.measured, fp32_latency_ms) for c in candidates}
     passing = [c for c in candidates if c.measured.passed]
+    shared = shared_failures([c.measured for c in candidates]) if not passing else frozenset()
+    if shared:  # budgets every candidate fails do not tell them apart (see select.shared_failures)
+        passing = [c for c in candidates if c.measured.passes_besides(shared)]
     fast = [c for c in passing if max_latency_vs_fp32 is None or ratios[c.key] is None
             or ratios[c.key] <= max_latency_vs_fp32]  # type: ignore[operator]
     slower: dict[str, Any] | None = None
@@ -116,6 +119,8 @@ def choose(candidates: list[SearchCandidate], objective: str, excluded: list[dic
     else:
         winner = min(candidates, key=lambda c: (c.measured.failures, -c.quality, c.value(objective_used) or 0.0))
         reason = "no candidate meets every budget; shipped the one with the fewest failures and the best quality"
+    if shared and passing:
+        reason = f"no candidate meets every budget: all fail {', '.join(sorted(shared))}; among the rest, {reason}"
     size_axis = "download" if objective_used == "download" else "size"
     front = pareto_front(candidates, size_axis)
     record: dict[str, Any] = {
