@@ -16,8 +16,11 @@ Candidates per precision (files ``{stem}.{variant}.mlpackage`` in the job folder
 - int4: on iOS 18, int4 per-block linear weights (``int4-block32``) *and*
   4-bit k-means palettization (``palettize4``): both store 4 bits per weight
   and which is more accurate depends on the model, so the pipeline measures
-  both. On iOS 17, int4 per-block does not exist and the request is refused
-  unless ``options = {palettize = 4}`` asks for palettization (iOS 16+).
+  both. k-means costs minutes on real-size models (121 s on a 224x224
+  MobileNetV2), so above ``PALETTIZE_ALWAYS_BELOW`` weight elements
+  ``palettize4`` is built only when ``int4-block32`` misses the fidelity bar
+  (a note says so). On iOS 17, int4 per-block does not exist and the request
+  is refused unless ``options = {palettize = 4}`` asks for palettization (iOS 16+).
 
 Embedding tables (``gather`` on a constant) are compressed like every other
 weight: on all-MiniLM-L6-v2 the 30522x384 table is half the parameters, and
@@ -65,6 +68,7 @@ path (torch.export or jit.trace), whether the batch is flexible, and
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 from typing import Any
@@ -77,11 +81,16 @@ from edgekit.backends.coreml import census, compress, export, sensitivity
 from edgekit.backends.coreml.emulator.program import Package, load_package
 from edgekit.coverage import BITS, REQUESTED_BITS, Coverage, FloatOp
 from edgekit.errors import InternalError, UnsupportedModelError
+from edgekit.fidelity import FidelityTarget
 
 # Normalisations divide by a variance computed from many FP16 values; kept FP32 in the mixed candidate.
 NORM_OPS = frozenset({"layer_norm", "instance_norm", "l2_norm"})
 # Ops that carry a model's compute (for the coverage record's op count).
 COMPUTE_OPS = frozenset({"conv", "conv_transpose", "linear", "matmul", "gather", "einsum"})
+# iOS 18 int4 offers palettize4 beside int4-block32; its k-means (sklearn, one call per group of 16
+# channels) is the slowest step of a build, so on models with more weight elements than this it is
+# built only when int4-block32 misses the fidelity bar.
+PALETTIZE_ALWAYS_BELOW = 1_000_000
 FAST_PATH = ("emulated off macOS: Core ML places each op on the Neural Engine, GPU or CPU when the model loads on "
              "the device, so no fast-path share is measured; compressed weights are decompressed on load or on the "
              "fly (weight-only compression, float compute)")
@@ -97,6 +106,7 @@ class _Context:
         self.bases: dict[tuple[str, tuple[str, ...]], tuple[export.Exported, Path]] = {}
         self.notes: list[str] = []
         self.route: tuple[Any, ...] = ()
+        self.source: Any = None
         self.modules = export.ModuleMap()
         self._evaluator: sensitivity.Evaluator | None = None
         self._int8: dict[str, np.ndarray] | None = None
@@ -108,9 +118,9 @@ class _Context:
         """
         key = (compute, fp32_ops)
         if key not in self.bases:
-            exported = export.convert(self.job, compute, fp32_ops, route=self.route)
+            exported = export.convert(self.job, compute, fp32_ops, route=self.route, source=self.source)
             if not self.route:
-                self.route, self.modules = exported.route, exported.modules
+                self.route, self.modules, self.source = exported.route, exported.modules, exported.source
             path = export.save(exported.model, self.path(variant or compute))
             self.notes.extend(n for n in exported.notes if n not in self.notes)
             self.bases[key] = (exported, path)
@@ -378,13 +388,11 @@ def _fidelity_pass(ctx: _Context, model: Any, base_path: Path, variant: str, met
                                       constants)
         path = export.save(result, ctx.path(variant))
         config = {**(config2 or config), "calibration_fidelity": config["calibration_fidelity"],
-                  ("int8_for_fidelity" if as_int8 else "kept_float_for_fidelity"): list(names)}
-        if as_int8:
-            config["kept_float_for_fidelity"] = []
+                  "kept_float_for_fidelity": [] if as_int8 else list(names),
+                  "int8_for_fidelity": list(names) if as_int8 else []}
         if not sensitivity.decoded_matches(outcome, constants, path, base):  # measure what was saved instead
             after = evaluator.measure({n: v for n, (v, _) in sensitivity.swaps(base, constants, path).items()})
-            outcome = sensitivity.Outcome(outcome.bar, outcome.before, after, outcome.bar.met_by(after), outcome.rounds,
-                                          outcome.kept, outcome.kept_as, outcome.samples)
+            outcome = dataclasses.replace(outcome, after=after, met=outcome.bar.met_by(after))
             config["calibration_fidelity"]["after"] = after
     extra["fallback"] = outcome.record(ctx.module_of)
     modules = sorted({ctx.module_of(w.name, w.op_name) or w.op_name for w in outcome.kept})
@@ -401,7 +409,16 @@ def _compressed(ctx: _Context, model: Any, base_path: Path, exported: export.Exp
                 prune_config: dict[str, Any]) -> list[Artifact | None]:
     """The int8/int4 candidates; a recipe that fails is noted and the others go on."""
     made: list[Artifact | None] = []
+    cleared = False
     for variant, method, arg in _recipes(ctx.job.request.precision, ctx.options):
+        if method == "palettize" and ctx.options.palettize is None and cleared:
+            elements = sum(w["elements"] for w in census.weights(load_package(base_path)))
+            if elements > PALETTIZE_ALWAYS_BELOW:
+                ctx.notes.append(
+                    f"{variant}: not built: int4-block{ctx.options.block_size} clears the fidelity bar, and k-means "
+                    f"over {elements / 1e6:.1f} M weights costs minutes (121 s for a 224x224 MobileNetV2's 2.2 M); "
+                    "options = {palettize = 4} builds it")
+                continue
         try:
             result, config = _compress_once(ctx, model, base_path, variant, method, arg)
             path = export.save(result, ctx.path(variant))
@@ -411,7 +428,11 @@ def _compressed(ctx: _Context, model: Any, base_path: Path, exported: export.Exp
             continue
         if prune_config:
             config = {**config, "prune": prune_config}
-        made.append(_artifact(ctx, path, variant, config, exported, ctx.notes, extra))
+        artifact = _artifact(ctx, path, variant, config, exported, ctx.notes, extra)
+        measured = config.get("calibration_fidelity")
+        cleared = cleared or (artifact is not None and measured is not None and
+                              FidelityTarget(**measured["bar"]).met_by(measured["after"]))
+        made.append(artifact)
     return made
 
 

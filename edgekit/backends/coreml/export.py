@@ -108,7 +108,8 @@ class Exported:
     rewrites: tuple[str, ...] = ()  # what made the model convert (empty: the first route did)
     batch: int | None = None  # the batch the program takes when it is not flexible
     modules: ModuleMap = field(default_factory=ModuleMap)
-    route: tuple[Any, ...] = ()  # (batch, decomposition) that converted, to repeat it for other precisions
+    route: tuple[Any, ...] = ()  # (path, batch, decomposition) that converted, to repeat it for other precisions
+    source: Any = None  # what ct.convert read (decomposed program or traced module), reusable for another precision
 
 
 def min_ios(job: ExportJob) -> str:
@@ -400,12 +401,15 @@ def _rewrites(route: Any) -> tuple[str, ...]:
     return ()
 
 
-def convert(job: ExportJob, compute_precision: str, fp32_ops: tuple[str, ...] = (), route: tuple[Any, ...] = ()) -> Exported:
+def convert(job: ExportJob, compute_precision: str, fp32_ops: tuple[str, ...] = (), route: tuple[Any, ...] = (),
+            source: Any = None) -> Exported:
     """Convert ``job.model`` for the profile's iOS at ``compute_precision`` ("fp32" | "fp16").
 
     ``fp32_ops`` names MIL op types that stay FP32 in an FP16 program (mixed
     precision). ``route`` (an earlier ``Exported.route``) repeats the route
-    that converted before instead of searching again. Raises
+    that converted before instead of searching again, and ``source`` (its
+    ``Exported.source``) skips capturing the model again: torch.export and
+    its decompositions took about half of a conversion. Raises
     UnsupportedModelError naming each attempt's failing op and module when
     no route converts.
     """
@@ -413,6 +417,14 @@ def convert(job: ExportJob, compute_precision: str, fp32_ops: tuple[str, ...] = 
     with contextlib.suppress(NotImplementedError):  # a torch.export program's module() refuses eval(); it has no mode
         job.model.eval()
     conv = _Converter(job, compute_precision, fp32_ops)
+    if route and source is not None:
+        path, batch, decomposition = route
+        model, _ = conv.attempt(f"{path} (again)", source, batch)
+        if model is not None:
+            modules = _module_map(source) if path == "torch.export" else ModuleMap()
+            return _exported(job, conv, model, path, batch, major, compute_precision, fp32_ops,
+                             _rewrites(decomposition) if path == "torch.export" else (), modules, route, source)
+        conv.failures.clear()
     modes = batch_modes(job)
     path_hint, batch_hint, decomposition_hint = route if route else (None, None, None)
     if path_hint is not None:
@@ -431,7 +443,7 @@ def convert(job: ExportJob, compute_precision: str, fp32_ops: tuple[str, ...] = 
         if found is not None:
             model, source, rewrites, decomposition = found
             return _exported(job, conv, model, "torch.export", batch, major, compute_precision, fp32_ops, rewrites,
-                             _module_map(source), ("torch.export", batch, decomposition))
+                             _module_map(source), ("torch.export", batch, decomposition), source)
     for batch in (modes if path_hint in (None, "jit.trace") else []):
         mode = "flexible batch" if batch is None else f"batch {batch}"
         try:
@@ -443,7 +455,7 @@ def convert(job: ExportJob, compute_precision: str, fp32_ops: tuple[str, ...] = 
         model, _ = conv.attempt(f"jit.trace ({mode})", traced, batch)
         if model is not None:
             return _exported(job, conv, model, "jit.trace", batch, major, compute_precision, fp32_ops, (),
-                             ModuleMap(), ("jit.trace", batch, None))
+                             ModuleMap(), ("jit.trace", batch, None), traced)
     failing = _ops_text(tuple(op for f in conv.failures for op in f.ops))
     errors = " | ".join(list(dict.fromkeys(f.error for f in conv.failures))[:3])
     tried = "; ".join(f.route for f in conv.failures)
@@ -456,7 +468,7 @@ def convert(job: ExportJob, compute_precision: str, fp32_ops: tuple[str, ...] = 
 
 def _exported(job: ExportJob, conv: _Converter, model: Any, path: str, batch: int | None, major: str,
               compute_precision: str, fp32_ops: tuple[str, ...], rewrites: tuple[str, ...], modules: ModuleMap,
-              route: tuple[Any, ...]) -> Exported:
+              route: tuple[Any, ...], source: Any) -> Exported:
     notes = [f.text() for f in conv.failures]
     if conv.repairs:
         rewrites = (*rewrites, f"select shape repaired (coremltools ignored cond's shape): {', '.join(conv.repairs[:5])}")
@@ -466,7 +478,7 @@ def _exported(job: ExportJob, conv: _Converter, model: Any, path: str, batch: in
         notes.append(f"flexible batch did not convert; the model takes batch {batch} and the session feeds it "
                      "chunks of that batch")
     return Exported(model, path, batch is None, major, compute_precision, notes, tuple(fp32_ops), rewrites, batch,
-                    modules, route)
+                    modules, route, source)
 
 
 def save(model: Any, path: Path) -> Path:

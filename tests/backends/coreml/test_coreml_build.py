@@ -279,3 +279,28 @@ def test_options_are_validated_with_the_known_list() -> None:
     with pytest.raises(ConfigError) as info:
         compress.parse_options({"threshold": 3}, "here")
     assert "weight_threshold" in info.value.message and "palettize" in info.value.message
+
+
+def test_restore_puts_palettized_weights_back_bit_for_bit() -> None:
+    """The search keeps weights of a palettized candidate float by restoring them, not by a second k-means run."""
+    import coremltools as ct
+
+    from edgekit.backends.coreml import export, sensitivity
+
+    (artifact,) = built("transformer", "int4", "iphone-ios17", {"palettize": 4})
+    base = load_package(artifact.path.parent / "transformer.fp16.mlpackage")
+    constants = Interpreter(base).constants
+    pairs = sensitivity.swaps(base, constants, artifact.path)
+    names = tuple(sorted(pairs)[:2])
+    model = ct.models.MLModel(str(artifact.path), skip_model_load=True)
+    restored = compress.restore(model, {pairs[n][1]["compressed_name"]: (n, constants[n]) for n in names})
+    path = export.save(restored, artifact.path.parent / "restored.mlpackage")
+    mine = Interpreter(load_package(path)).constants
+    assert all(mine[n].tobytes() == constants[n].tobytes() for n in names)
+    # every other weight keeps its palettized bytes, and no dead table is left behind
+    assert set(sensitivity.swaps(base, constants, path)) == set(pairs) - set(names)
+    weights = census.weight_census(load_package(path))["by_precision"]
+    assert weights["lut4"] == artifact.details["weights"]["by_precision"]["lut4"] - sum(constants[n].size for n in names)
+    grown = sum(constants[n].size for n in names) * 1.5  # 2 bytes instead of half a byte per weight
+    # less the tables and blob records that went with them (measured 2522 of 3072 bytes)
+    assert 0.75 * grown < coreml_inspect.inspect(path)["size_bytes"] - artifact.size_bytes <= grown
