@@ -477,7 +477,8 @@ def _int4(ctx: _Context) -> Artifact | None:
                          f"{search['outcome'].rounds} round(s), bar {'met' if search['outcome'].met else 'missed'}")
     config = {"tool": "edgekit int4 (MatMulNBits, GatherBlockQuantized, folded int4 Conv/recurrent weights)",
               "block_size": int4.INT4_BLOCK, "gather_block_size": int4.GATHER_BLOCK, "symmetric": True,
-              "blocked_convs": record["blocked_convs"], "raised_to_int8": raised,
+              "blocked_convs": record["blocked_convs"], "small_layers_int8": record["small_layers_int8"],
+              "min_int4_weights": int4.MIN_INT4_WEIGHTS, "raised_to_int8": raised,
               "nodes_left_float": record["gemm_left_float"], "kept_float_for_fidelity": []}
     gemm_left = set(record["gemm_left_float"])
 

@@ -338,8 +338,14 @@ def input_energy(model: onnx.ModelProto, nodes: Sequence[str], feeds: dict[str, 
 
 
 def schedule(count: int) -> list[int]:
-    """The exclusion-set sizes tried before bisection: 1, then geometric up to MAX_SHARE of ``count``."""
-    cap = max(1, math.ceil(count * MAX_SHARE))
+    """The exclusion-set sizes tried before bisection: 1, then geometric up to MAX_SHARE of ``count``.
+
+    Never all of them: a candidate with every unit kept out is not in its
+    precision any more (it would be dropped), so one unit alone gets no search.
+    """
+    cap = min(math.ceil(count * MAX_SHARE), count - 1)
+    if cap < 1:
+        return []
     if cap == 1:
         return [1]
     ratio = max(2.0, cap ** (1 / (GEOMETRIC_ROUNDS - 1)))

@@ -8,6 +8,8 @@
 | GRU, LSTM, RNN (W, R) | int4 per gate row, folded; in blocks of 32 inputs under the same rule | int8 per gate row, folded |
 | constant tables read elementwise / sliced | int4 per row, folded | (not raised) |
 
+Layers with fewer than ``MIN_INT4_WEIGHTS`` weights are int8 from the start.
+
 Everything but MatMulNBits and GatherBlockQuantized computes in float: the
 file shrinks, compute does not change (onnxruntime CPU has no int4 conv);
 the folded form is dequantized once when onnxruntime loads the model.
@@ -41,6 +43,10 @@ from edgekit.backends.onnx.quantize import gemm_to_matmul
 from edgekit.fidelity import FidelityTarget
 
 INT4_BLOCK = 32
+# Layers with fewer weights stay int8 (as coremltools' weight_threshold, 2048, leaves them alone):
+# 4 bits would save under 1 KB there, and small layers (a stem conv, 3x3 depthwise filters of
+# 9 weights per scale) lose the most from them.
+MIN_INT4_WEIGHTS = 2048
 GATHER_BLOCK = 128  # measured on MiniLM: 64 -> 128 costs 0.0004 cosine and saves 3 % of the file
 BLOCKED_GAIN_DB = 3.0
 SIGNAL = ("relative noise power each int4 layer adds (its output's minus its worst float input's), "
@@ -56,6 +62,7 @@ class Layers:
     convs: list[str] = field(default_factory=list)
     recurrent: list[str] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)  # convs / recurrent layers stored in blocks along their inputs
+    small: list[str] = field(default_factory=list)  # under MIN_INT4_WEIGHTS: int8 from the start
     ops: dict[str, str] = field(default_factory=dict)
 
     def all(self) -> list[str]:
@@ -113,6 +120,7 @@ def find_layers(model: onnx.ModelProto) -> Layers:
                 if blocked - per_row >= BLOCKED_GAIN_DB:
                     layers.blocked.append(node.name)
     layers.ops = {n.name: n.op_type for n in model.graph.node if n.name in set(layers.all())}
+    layers.small = [name for name, size in layer_sizes(model, layers).items() if size < MIN_INT4_WEIGHTS]
     return layers
 
 
@@ -137,7 +145,7 @@ def quantized(model: onnx.ModelProto, layers: Layers, raised: Sequence[str] = ()
     the block scale search weighs rounding errors with.
     """
     out = copy.deepcopy(model)
-    up = set(raised)
+    up = set(raised) | set(layers.small)
 
     def bits(name: str) -> int:
         return 8 if name in up else 4
@@ -186,7 +194,7 @@ def _int4(source: Path, destination: Path, calibration: dict[str, np.ndarray] | 
     model, gemm_left = prepare(source)
     layers = find_layers(model)
     record: dict[str, Any] = {"layers": len(layers.all()), "gemm_left_float": gemm_left,
-                              "blocked_convs": layers.blocked, "raised_to_int8": []}
+                              "blocked_convs": layers.blocked, "small_layers_int8": layers.small, "raised_to_int8": []}
     importance = fallback.input_energy(model, layers.matmuls, calibration, fixed_batch) if calibration else None
     full = quantized(model, layers, importance=importance)
     if calibration is None or bar is None or not bar.required:
@@ -196,13 +204,14 @@ def _int4(source: Path, destination: Path, calibration: dict[str, np.ndarray] | 
         reference = fallback.run(model, calibration, fixed_batch)
     before = fallback.fidelity(full, calibration, reference, fixed_batch)
     record["metrics"] = before
-    if bar.met_by(before) or not layers.all():
+    if bar.met_by(before) or not [n for n in layers.all() if n not in set(layers.small)]:
         onnx.save(full, str(destination))
         return destination, record
     # Raising a layer costs 4 bits per weight: rank by error per weight, so the search buys
     # the most fidelity per byte (a 30k-token embedding is raised only if nothing cheaper helps).
     sizes = layer_sizes(model, layers)
-    suspects = sorted(fallback.rank(model, full, layers.all(), calibration, fixed_batch),
+    searchable = [n for n in layers.all() if n not in set(layers.small)]
+    suspects = sorted(fallback.rank(model, full, searchable, calibration, fixed_batch),
                       key=lambda s: -s.error / max(sizes.get(s.name, 1), 1))
     trials: list[Path] = []
 
