@@ -15,12 +15,17 @@ file shrinks, compute does not change (onnxruntime CPU has no int4 conv);
 the folded form is dequantized once when onnxruntime loads the model.
 
 Mixed precision: the all-int4 model is measured on the calibration split
-against the FP32 outputs; when it misses ``job.fidelity``, the layers are
-ranked by the noise each adds (``fallback.rank``) and the most damaging are
-raised to int8, in geometrically growing sets (``fallback.search``), until
-the bar is met (if no set meets it, the all-int4 model stays: raising layers
-would cost size and still fail). Raising to int8 keeps most of the saving (a layer at int8 is
-still 4x smaller than float); layers are never kept float here.
+against the FP32 outputs; when it misses the bar, the layers are ranked by
+the noise each adds per weight (``fallback.rank``: raising costs 4 bits a
+weight, so a 30k-token table goes last) and the most damaging are raised to
+int8 in geometrically growing sets (``fallback.search``) until the bar is
+met. If no set meets it the all-int4 model stays: raising layers would cost
+size and still fail. Layers are never kept float here.
+
+Measured on all-MiniLM-L6-v2 (zoo, 128 held-out sentences): 0.148x the FP32
+file, cosine 0.9706 to FP32 (bar 0.97), 1.0x FP32 latency, three layers
+raised in four rounds; onnxruntime's MatMulNBitsQuantizer with Gather, by
+hand: 0.165x, cosine 0.963. Before, the embedding stayed float: 0.59x.
 
 Needs onnx, numpy and onnxruntime (for the search); no torch.
 """
