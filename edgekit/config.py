@@ -75,9 +75,12 @@ class QualityBar(StrictModel):
     """Fidelity budgets for one precision: how close to the FP32 model its artifacts must stay.
 
     Judged on the evaluation split whether or not it has labels; a budget set
-    in ``[budgets]`` wins over the bar of the artifact's precision.
+    in ``[budgets]`` wins over the bar of the artifact's precision. The default
+    bars set no ``max_accuracy_drop``: a profile sets one per precision when
+    its precisions cost different amounts of accuracy (int4 more than int8).
     """
 
+    max_accuracy_drop: float | None = Field(None, ge=0, le=1, description="needs labelled evaluation data")
     min_cosine: float | None = Field(None, ge=-1, le=1)
     min_top1_agreement: float | None = Field(None, ge=0, le=1)
     min_sqnr_db: float | None = None

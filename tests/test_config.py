@@ -182,6 +182,16 @@ def test_each_precision_has_a_quality_bar_and_explicit_budgets_win(tmp_path: Pat
     assert loaded.budgets_for("dynamic-int8").min_top1_agreement == 0.5
 
 
+def test_an_accuracy_allowance_can_differ_per_precision() -> None:
+    from edgekit.config import load_profile
+
+    profile = load_profile("jetson-orin-nano")
+    assert profile.budgets.max_accuracy_drop is None
+    assert profile.budgets_for("int8").max_accuracy_drop == 0.01
+    assert profile.budgets_for("int4").max_accuracy_drop == 0.02
+    assert load_profile("raspberry-pi-4").budgets_for("int4").max_accuracy_drop == 0.01  # [budgets] one for all
+
+
 def test_build_config_fidelity_layers_over_the_profile(tmp_path: Path) -> None:
     from edgekit.config import apply_overrides, load_build_config, load_profile
 
