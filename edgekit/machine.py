@@ -124,6 +124,18 @@ def describe(label: str | None = None) -> dict[str, Any]:
     }
 
 
+# Names the same instruction set goes by (Linux says aarch64, macOS and iOS say arm64).
+_ARCH_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "x64": "x86_64"}
+
+
+def same_arch(device_arch: str, host_arch: str | None = None) -> bool:
+    """Whether this host (or ``host_arch``) has the instruction set a profile's device has."""
+    def norm(arch: str) -> str:
+        return _ARCH_ALIASES.get(arch.lower(), arch.lower())
+
+    return norm(device_arch) == norm(host_arch or platform.machine())
+
+
 def short_name(machine: dict[str, Any]) -> str:
     """A one-line name for tables: the label, else the board, else CPU and arch."""
     if machine.get("label"):

@@ -118,11 +118,14 @@ def validate(artifact: Path, data: Path, target: str | None, reference: Path | N
     """Validate one artifact in its own runtime (no torch needed).
 
     Run on the device, this measures the device's own latency and checks the
-    target's latency budget for real.
+    target's latency and RAM budgets for real; on a host of another
+    architecture (or for an emulated format) those checks are skipped with a
+    note, as in `build`.
     """
     from edgekit.backends import open_session
     from edgekit.config import Precision, load_profile
     from edgekit.data import bind_inputs, load_npz
+    from edgekit.machine import same_arch
     from edgekit.validate import check_budgets, evaluate, measure_latency, peak_rss_mb, run_batched, verdict
     from edgekit.artifact import size_bytes
 
@@ -149,9 +152,13 @@ def validate(artifact: Path, data: Path, target: str | None, reference: Path | N
         precision = recorded.get("precision")
         known = typing.get_args(Precision)
         budgets = profile.budgets_for(precision) if precision in known else profile.budgets
+        # A host of another instruction set is not the device: its latency and RAM say nothing
+        # certain about the target, and an emulator's say nothing at all (as in `build`).
+        on_device = same_arch(profile.device.arch) and not getattr(session, "emulated", False)
         checks = check_budgets(metrics, budgets, report["size_bytes"], _build_details(artifact),
-                               device_measured=True, device_name=profile.name, classes=dataset.labelled)
+                               device_measured=on_device, device_name=profile.name, classes=dataset.labelled)
         report["target"] = profile.name
+        report["measured_on_device"] = on_device
         report["checks"] = [c.as_dict() for c in checks]
         passed = verdict(checks)
         report["passed"] = passed

@@ -20,3 +20,14 @@ def test_short_name_prefers_label_then_board() -> None:
     assert machine.short_name({"label": "lab-1", "board": "Raspberry Pi 5"}) == "lab-1"
     assert machine.short_name({"label": None, "board": "Raspberry Pi 5"}) == "Raspberry Pi 5"
     assert machine.short_name({"cpu": "Cortex-A76", "arch": "aarch64"}) == "Cortex-A76 (aarch64)"
+
+
+def test_arch_names_of_the_same_instruction_set_match() -> None:
+    assert machine.same_arch("aarch64", "arm64") and machine.same_arch("arm64", "aarch64")
+    assert machine.same_arch("x86_64", "AMD64")
+    assert not machine.same_arch("aarch64", "x86_64")
+    assert not machine.same_arch("xtensa-lx7", "x86_64")
+
+
+def test_this_host_matches_its_own_arch() -> None:
+    assert machine.same_arch(platform.machine())
