@@ -53,7 +53,9 @@ def _bundle_and_verify(build_dir: Path, targets: list[str], private: Path, publi
     from edgekit.release.verify import verify_bundle
 
     options = ReleaseOptions(version=DEMO_VERSION, issued_at=release_epoch(), channel="demo")
-    results = bundle_build(build_dir, load_private_key(private), options, build_dir / "bundles", targets=targets)
+    # The demo rebuilds its samples each run, so its demo-version bundles are replaced on purpose.
+    results = bundle_build(build_dir, load_private_key(private), options, build_dir / "bundles", targets=targets,
+                           replace=True)
     rows = []
     for result in results:
         with tempfile.TemporaryDirectory() as scratch:

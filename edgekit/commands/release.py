@@ -129,6 +129,8 @@ def keygen(output: Path, name: str, encrypt: bool, passphrase_env: str | None, f
 @click.option("--all-in-one", is_flag=True, help="Also write one bundle holding every selected target.")
 @click.option("--allow-failed", is_flag=True, help="Bundle artifacts that failed their budgets (the manifest says so).")
 @click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
+@click.option("--force", is_flag=True,
+              help="Replace bundle files of this version that exist with other bytes (releases are immutable otherwise).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def bundle(
     build_dir: Path,
@@ -144,6 +146,7 @@ def bundle(
     all_in_one: bool,
     allow_failed: bool,
     passphrase_env: str | None,
+    force: bool,
     as_json: bool,
 ) -> None:
     """Sign a build folder into release bundles (one tar.gz per target).
@@ -169,7 +172,8 @@ def bundle(
     if passphrase is None and private_key_is_encrypted(key_path) and sys.stdin.isatty():
         passphrase = click.prompt("Passphrase", hide_input=True).encode("utf-8")
     private_key = load_private_key(key_path, passphrase)
-    results = bundle_build(build_dir, private_key, options, output, list(targets), all_in_one, allow_failed)
+    results = bundle_build(build_dir, private_key, options, output, list(targets), all_in_one, allow_failed,
+                           replace=force)
     _emit(
         as_json,
         {"bundles": [r.as_dict() for r in results]},

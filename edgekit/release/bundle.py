@@ -17,6 +17,7 @@ signs only artifacts whose bytes are the ones the build validated.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -263,8 +264,16 @@ def bundle_build(
     targets: list[str] | None = None,
     all_in_one: bool = False,
     allow_failed: bool = False,
+    replace: bool = False,
 ) -> list[BundleResult]:
-    """Write one bundle per selected target (plus one for all of them with ``all_in_one``)."""
+    """Write one bundle per selected target (plus one for all of them with ``all_in_one``).
+
+    A signed release is immutable: a bundle file that already exists with
+    other bytes is not replaced unless ``replace`` (devices that installed the
+    first bytes refuse the second as the same version with other contents).
+    Every bundle is staged first, so a refusal leaves all existing files as
+    they were; rewriting identical bytes is fine.
+    """
     options.check()
     build = load_build(build_dir)
     chosen = select_targets(build, targets or [], allow_failed)
@@ -272,9 +281,24 @@ def bundle_build(
     plans: list[tuple[list[str], bool]] = [([name], True) for name in chosen]
     if all_in_one:
         plans.append((chosen, False))
-    results = []
-    for names, single in plans:
-        manifest, sources = release_manifest(build, build_dir, names, options, single)
-        destination = out_dir / bundle_name(model, options.version, names[0] if single else None)
-        results.append(write_release_bundle(manifest, sources, private_key, destination, options.issued_at))
-    return results
+    staged: list[tuple[Path, BundleResult]] = []
+    try:
+        for names, single in plans:
+            manifest, sources = release_manifest(build, build_dir, names, options, single)
+            destination = out_dir / bundle_name(model, options.version, names[0] if single else None)
+            staging = destination.with_name(f".{destination.name}.staged")
+            made = write_release_bundle(manifest, sources, private_key, staging, options.issued_at)
+            staged.append((staging, dataclasses.replace(made, path=destination)))
+        clashes = [r.path.name for _, r in staged if r.path.exists() and sha256_file(r.path) != r.sha256]
+        if clashes and not replace:
+            raise OutputError(
+                f"{', '.join(clashes)} already exist(s) in {out_dir} with other bytes; a signed release of version "
+                f"{options.version} is immutable (devices that installed it would refuse the new bytes)",
+                "Bundle a new --version, or pass --force to replace the files on purpose",
+            )
+        for staging, result in staged:
+            os.replace(staging, result.path)
+    finally:
+        for staging, _ in staged:
+            staging.unlink(missing_ok=True)
+    return [result for _, result in staged]

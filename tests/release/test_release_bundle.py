@@ -45,6 +45,22 @@ def test_two_runs_give_identical_bytes(kit: ModuleType, tmp_path: Path, keys: Ke
     assert third.exit_code == 0
 
 
+def test_a_signed_release_is_not_replaced_by_other_bytes(kit: ModuleType, tmp_path: Path, keys: Keys) -> None:
+    build = kit.make_build(tmp_path / "build")
+    out = tmp_path / "out"
+    assert _bundle(kit, build, keys, out, "--all-in-one").exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert _bundle(kit, build, keys, out, "--all-in-one").exit_code == 0, "the same bytes again are fine"
+    later = {"SOURCE_DATE_EPOCH": str(kit.EPOCH + 60)}  # another issue time: other bytes, same version
+    refused = _bundle(kit, build, keys, out, "--all-in-one", env=later)
+    assert refused.exit_code == 2 and "immutable" in refused.stderr and "--force" in refused.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before, "nothing replaced, nothing left behind"
+    forced = _bundle(kit, build, keys, out, "--all-in-one", "--force", env=later)
+    assert forced.exit_code == 0
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert after.keys() == before.keys() and all(after[n] != before[n] for n in before)
+
+
 def test_archive_is_normalised(kit: ModuleType, tmp_path: Path, keys: Keys) -> None:
     build = kit.make_build(tmp_path / "build")
     bundle = Path(_bundle(kit, build, keys, tmp_path / "out", "--target", "iphone-ios17").json()["bundles"][0]["path"])
