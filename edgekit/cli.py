@@ -9,10 +9,11 @@ edgekit modules at top level, so ``edgekit --help`` stays fast.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -91,11 +92,27 @@ def main(argv: list[str] | None = None) -> Any:
     except KeyboardInterrupt:
         _error("interrupted; nothing half-written was kept (rerun to finish)")
         sys.exit(130)
-    except Exception as exc:  # a bug: say so plainly, traceback only with --debug
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            _internal(exc, debug)
         if debug:
             raise
-        _error(
-            f"internal failure: {type(exc).__name__}: {exc}. This is a bug in edgekit or a converter; "
-            "rerun with --debug for the traceback and report it"
-        )
-        sys.exit(EXIT_INTERNAL)
+        # Any path the user gives can be too long for the OS; that is bad input, not a bug.
+        name = str(exc.filename or "")
+        shown = name if len(name) <= 80 else f"{name[:40]}...{name[-30:]} ({len(name)} characters)"
+        _error(f"file name too long: {shown}. Use a shorter file name or folder path "
+               "(most file systems allow 255 bytes per name)")
+        sys.exit(EXIT_BAD_INPUT)
+    except Exception as exc:  # a bug: say so plainly, traceback only with --debug
+        _internal(exc, debug)
+
+
+def _internal(exc: Exception, debug: bool) -> NoReturn:
+    """Report a bug plainly and exit 3; the traceback only with --debug."""
+    if debug:
+        raise exc
+    _error(
+        f"internal failure: {type(exc).__name__}: {exc}. This is a bug in edgekit or a converter; "
+        "rerun with --debug for the traceback and report it"
+    )
+    sys.exit(EXIT_INTERNAL)

@@ -221,6 +221,13 @@ def test_validate_refuses_unknown_formats(tmp_path: Path, cli) -> None:
     _assert_clean_error(cli("validate", path, "--data", path), "not a model format")
 
 
+def test_an_overlong_file_name_is_bad_input_not_a_bug(tiny_cnn, tmp_path: Path, cli) -> None:
+    long_name = tmp_path / ("m" * 300 + ".pt2")
+    _assert_clean_error(cli("build", long_name, "--data", tiny_cnn.data, "-t", "jetson-orin-nano", "-o", tmp_path),
+                        "file name too long")
+    _assert_clean_error(cli("inspect", tmp_path / ("m" * 300 + ".onnx")), "file name too long")
+
+
 def test_build_config_file_reproduces_a_build(tiny_cnn, tmp_path: Path, cli) -> None:
     config = tmp_path / "edgekit.toml"
     config.write_text(
