@@ -55,7 +55,7 @@ import onnx
 
 from edgekit.artifact import Artifact
 from edgekit.backends import ExportJob
-from edgekit.backends.onnx import coverage, fallback, fp32_timing, int4, quantize, weights
+from edgekit.backends.onnx import coverage, fallback, fp32_timing, graph, int4, quantize, weights
 from edgekit.backends.onnx import export as exporter
 from edgekit.backends.onnx.census import NodeWeights, float_weight_ops, weight_census
 from edgekit.backends.onnx.graph import ModuleMap
@@ -130,8 +130,13 @@ def _reference(job: ExportJob, fp32: Path) -> tuple[np.ndarray, ...]:
 
 def _artifact(ctx: _Context, path: Path, variant: str, config: dict[str, Any], details: dict[str, Any] | None = None,
               reason_of: Callable[[NodeWeights], str] | None = None, fast_path: str = "") -> Artifact | None:
-    """An Artifact for ``path`` with census and coverage; None (and a note) when nothing is in the precision."""
+    """An Artifact for ``path`` with census and coverage; None (and a note) when ``onnx.checker``
+    rejects the file or nothing is in the precision."""
     job = ctx.job
+    invalid = graph.checker_problem(path)
+    if invalid:  # onnxruntime may run it, but other ONNX consumers would refuse it
+        ctx.notes.append(f"{variant}: dropped, onnx.checker rejects it: {invalid}")
+        return None
     census = weight_census(onnx.load(str(path), load_external_data=False))
     expected = _EXPECTED[job.request.precision]
     if census["by_precision"].get(expected, 0) == 0:

@@ -3,6 +3,10 @@
 - ``topological_sort``: onnxruntime's float16 converter writes the input
   Casts it adds after the nodes that read them, which ``onnx.checker``
   rejects ("Nodes in a graph must be topologically sorted").
+- ``checker_problem``: what ``onnx.checker`` (full check, with shape
+  inference) finds wrong with a file. onnxruntime runs files other ONNX
+  consumers (TensorRT, other runtimes) reject, so a clean runtime run does not
+  prove a file valid; every candidate must pass this too.
 - ``fold_weight_chains``: the dynamo exporter builds GRU/LSTM weights with
   Slice/Concat/Reshape chains from the PyTorch parameters (gate order differs);
   quantizers only see weights that are initializers, so those chains are
@@ -24,6 +28,15 @@ from onnx import helper, numpy_helper
 
 # Ops whose weights are (W, R, B) inputs 1-3.
 RECURRENT = ("GRU", "LSTM", "RNN")
+
+
+def checker_problem(path: Path) -> str | None:
+    """The first line of ``onnx.checker.check_model(full_check=True)``'s complaint about ``path``; None if valid."""
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        return str(exc).strip().splitlines()[0][:300]
+    return None
 
 
 def topological_sort(graph: onnx.GraphProto) -> onnx.GraphProto:

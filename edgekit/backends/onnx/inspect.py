@@ -34,7 +34,11 @@ def inspect(path: Path) -> dict[str, Any]:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
     except (ValidationError, onnx.onnx_cpp2py_export.shape_inference.InferenceError) as exc:
-        raise ArtifactError(f"{path.name} is not a valid ONNX model: {str(exc).splitlines()[0]}", "Rebuild the artifact") from None
+        raise ArtifactError(
+            f"{path.name} is not a valid ONNX model: {str(exc).splitlines()[0]}",
+            "Rebuild it with this edgekit, which runs onnx.checker on every ONNX file it ships; "
+            "a file made elsewhere needs fixing by its maker",
+        ) from None
     except Exception as exc:  # protobuf DecodeError and friends for non-ONNX bytes
         raise ArtifactError(f"{path.name} is not an ONNX model ({type(exc).__name__})", "Check the file") from None
     graph = model.graph

@@ -21,7 +21,7 @@ from edgekit.artifact import Artifact
 from edgekit.batching import run_in_chunks
 from edgekit.backends import ExportJob, TensorSpec, open_session
 from edgekit.backends.onnx import build as onnx_build
-from edgekit.backends.onnx import coverage, fallback, quantize
+from edgekit.backends.onnx import coverage, fallback, graph, quantize
 from edgekit.backends.onnx.census import weight_census
 from edgekit.backends.onnx.inspect import inspect
 from edgekit.backends.onnx.quantize import gemm_to_matmul
@@ -210,6 +210,7 @@ def test_every_precision_runs_in_onnxruntime_and_is_what_it_claims(builds: _Buil
         stored = census["by_precision"][main] + (census["by_precision"].get("int8", 0) if main == "int4" else 0)
         assert census["by_precision"][main] > 0 and stored >= 0.9 * census["parameters"], census
         assert artifact.details["coverage"]["precision"] == precision
+        assert graph.checker_problem(artifact.path) is None  # what other ONNX consumers accept, not only onnxruntime
 
 
 def test_int8_offers_every_recipe(builds: _Builds) -> None:
@@ -437,6 +438,18 @@ def test_fp16_passes_the_onnx_checker(builds: _Builds) -> None:
     for node in model.graph.node:  # every input is produced before it is read
         assert all(not name or name in seen for name in node.input), node.name
         seen.update(node.output)
+
+
+def test_the_checker_names_what_is_wrong_with_an_unsorted_graph(builds: _Builds, tmp_path: Path) -> None:
+    (fp32,) = builds("cnn", "fp32").candidates
+    model = onnx.load(str(fp32.path))
+    nodes = list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(reversed(nodes))  # what onnxruntime's float16 converter does to its input Casts
+    unsorted = tmp_path / "unsorted.onnx"
+    onnx.save(model, str(unsorted))
+    assert "topologically sorted" in (graph.checker_problem(unsorted) or "")
+    assert graph.checker_problem(fp32.path) is None
 
 
 # ----------------------------------------------------------------- inspect, bad files
