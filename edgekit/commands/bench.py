@@ -60,7 +60,7 @@ def bench() -> None:
     Artifacts without a command mean `run` (see `edgekit bench run -h`).
 
     \b
-      edgekit bench model.tflite model.onnx --threads 1,4 --json pi4.json
+      edgekit bench model.tflite model.onnx --threads 1,4 --json > pi4.json
       edgekit bench compare pi4.json pi5.json
     """
 
@@ -76,13 +76,14 @@ def bench() -> None:
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Real inputs: .npz with arrays named after the inputs, or 'x'.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random inputs.")
-@click.option("--target", "targets", multiple=True, metavar="NAME_OR_TOML",
+@click.option("--target", "-t", "targets", multiple=True, metavar="NAME_OR_TOML",
               help="Check the latency and RAM budgets of this profile (exit 1 when missed). Repeatable.")
 @click.option("--latency-stat", type=click.Choice(["p50", "p90", "p99", "mean"]), default="p50", show_default=True,
               help="Latency statistic compared with max_latency_ms.")
 @click.option("--label", default=None, help="A name for this machine in the results, e.g. pi4-lab-2.")
-@click.option("--json", "json_out", type=click.Path(path_type=Path, allow_dash=True), default=None,
-              help="Write results as JSON to this file ('-' for stdout).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout (the table goes to stderr).")
+@click.option("--json-out", "json_out", type=click.Path(path_type=Path), default=None,
+              help="Also write the results as JSON to this file.")
 @click.option("--csv", "csv_out", type=click.Path(path_type=Path, allow_dash=True), default=None,
               help="Write results as CSV to this file ('-' for stdout).")
 def run(
@@ -97,6 +98,7 @@ def run(
     targets: tuple[str, ...],
     latency_stat: str,
     label: str | None,
+    as_json: bool,
     json_out: Path | None,
     csv_out: Path | None,
 ) -> None:
@@ -107,10 +109,12 @@ def run(
     from edgekit.machine import describe
 
     _refuse_overwriting(artifacts, json_out, csv_out)
+    if as_json and str(csv_out) == "-":
+        raise click.UsageError("--json and --csv - both print to stdout; write the CSV to a file")
     if data is not None and not data.is_file():
         raise DataError(f"data file not found: {data}", "Check the path given to --data")
     profiles = [load_profile(name) for name in targets]  # a typo fails before minutes of measuring
-    stdout_taken = "-" in (str(json_out), str(csv_out))
+    stdout_taken = as_json or str(csv_out) == "-"
     table_console = Console(stderr=stdout_taken)
     status_console = Console(stderr=True)
 
@@ -137,8 +141,7 @@ def run(
 
     document = core.make_document(results, machine)
     _print_results(table_console, document)
-    if json_out is not None:
-        _write(json_out, json.dumps(document, indent=2) + "\n")
+    _emit_json(document, as_json, json_out)
     if csv_out is not None:
         _write(csv_out, _to_csv(core.csv_rows(document), core.CSV_COLUMNS))
     if failures:
@@ -156,9 +159,10 @@ def run(
 @bench.command("compare")
 @click.argument("a", type=click.Path(path_type=Path))
 @click.argument("b", type=click.Path(path_type=Path))
-@click.option("--json", "json_out", type=click.Path(path_type=Path, allow_dash=True), default=None,
-              help="Write the comparison as JSON to this file ('-' for stdout).")
-def compare(a: Path, b: Path, json_out: Path | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON on stdout (tables go to stderr).")
+@click.option("--json-out", "json_out", type=click.Path(path_type=Path), default=None,
+              help="Also write the comparison as JSON to this file.")
+def compare(a: Path, b: Path, as_json: bool, json_out: Path | None) -> None:
     """Compare two bench JSON files side by side, with B/A ratios (before/after, Pi 4 vs Pi 5)."""
     from edgekit import bench as core
     from edgekit.errors import DataError
@@ -169,7 +173,7 @@ def compare(a: Path, b: Path, json_out: Path | None) -> None:
     if not comparison["pairs"]:
         raise DataError(f"{a.name} and {b.name} have no measured results in common",
                         "Compare files that benchmark the same thread counts and batch sizes")
-    console = Console(stderr=str(json_out) == "-")
+    console = Console(stderr=as_json)
     name_a, name_b = short_name(comparison["a_machine"]), short_name(comparison["b_machine"])
     console.print(f"A = {a.name}: {name_a}\nB = {b.name}: {name_b}\n"
                   "B/A below 1 means B is faster or smaller (above 1 for throughput).")
@@ -185,8 +189,7 @@ def compare(a: Path, b: Path, json_out: Path | None) -> None:
     for side in ("a", "b"):
         for item in comparison[f"only_in_{side}"]:
             console.print(f"only in {side.upper()}: {item['artifact']} threads {item['threads']} batch {item['batch']}")
-    if json_out is not None:
-        _write(json_out, json.dumps(comparison, indent=2) + "\n")
+    _emit_json(comparison, as_json, json_out)
 
 
 # ------------------------------------------------------------------- output helpers
@@ -269,11 +272,20 @@ def _to_csv(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
 
 
 def _refuse_overwriting(artifacts: tuple[Path, ...], *outputs: Path | None) -> None:
-    """Never let an output path clobber an input artifact (e.g. a mistyped --json model.onnx)."""
+    """Never let an output path clobber an input artifact (e.g. a mistyped --json-out model.onnx)."""
     inputs = {p.resolve() for p in artifacts if p.exists()}
     for out in outputs:
         if out is not None and str(out) != "-" and out.resolve() in inputs:
-            raise OutputError(f"refusing to write results over the artifact {out}", "Give --json/--csv a new file name")
+            raise OutputError(f"refusing to write results over the artifact {out}", "Give --json-out/--csv a new file name")
+
+
+def _emit_json(document: dict[str, Any], as_json: bool, json_out: Path | None) -> None:
+    """The --json / --json-out convention every reporting command shares: stdout, a file, or both."""
+    text = json.dumps(document, indent=2) + "\n"
+    if json_out is not None:
+        _write(json_out, text)
+    if as_json:
+        click.echo(text, nl=False)
 
 
 def _write(destination: Path, text: str) -> None:

@@ -121,6 +121,7 @@ def keygen(output: Path, name: str, encrypt: bool, passphrase_env: str | None, f
 )
 @click.option(
     "--target",
+    "-t",
     "targets",
     multiple=True,
     metavar="NAME",

@@ -48,7 +48,7 @@ def _profile(tmp_path: Path, latency_ms: float, ram_mb: float) -> Path:
 
 def test_bench_writes_json_with_the_documented_keys(tmp_path: Path, mlp_onnx: Path) -> None:
     out = tmp_path / "pi.json"
-    result = _invoke(mlp_onnx, "--json", out, "--label", "pi4-lab-1", *FAST)
+    result = _invoke(mlp_onnx, "--json-out", out, "--label", "pi4-lab-1", *FAST)
     assert result.exit_code == 0, result.output
     document = json.loads(out.read_text())
     assert document["schema"] == "edgekit-bench" and document["machine"]["label"] == "pi4-lab-1"
@@ -71,21 +71,21 @@ def test_sweeps_and_csv(tmp_path: Path, mlp_onnx: Path) -> None:
 
 
 def test_json_to_stdout_is_pure_json(mlp_onnx: Path) -> None:
-    result = CliRunner().invoke(bench, [str(mlp_onnx), "--json", "-", *FAST])
+    result = CliRunner().invoke(bench, [str(mlp_onnx), "--json", *FAST])
     assert result.exit_code == 0
     assert json.loads(result.stdout)["results"][0]["artifact"] == "mlp.onnx"
 
 
 def test_real_inputs_from_npz(tmp_path: Path, mlp_onnx: Path) -> None:
     np.savez(tmp_path / "d.npz", x=np.ones((3, 16), np.float32), y=np.zeros(3))
-    result = _invoke(mlp_onnx, "--data", tmp_path / "d.npz", "--json", tmp_path / "o.json", *FAST)
+    result = _invoke(mlp_onnx, "--data", tmp_path / "d.npz", "--json-out", tmp_path / "o.json", *FAST)
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "o.json").read_text())["results"][0]["inputs"]["source"] == "d.npz"
 
 
 def test_missed_budget_raises_after_writing_results(tmp_path: Path, mlp_onnx: Path) -> None:
     out = tmp_path / "r.json"
-    result = _invoke(mlp_onnx, "--target", _profile(tmp_path, 1e-6, 4096), "--json", out, *FAST)
+    result = _invoke(mlp_onnx, "--target", _profile(tmp_path, 1e-6, 4096), "--json-out", out, *FAST)
     assert isinstance(result.exception, BudgetError) and result.exception.exit_code == 1
     assert "max_latency_ms" in result.exception.problem
     verdicts = json.loads(out.read_text())["results"][0]["budgets"]
@@ -119,7 +119,7 @@ def test_bad_artifacts(tmp_path: Path, make, error: type, words: str) -> None:
 def test_bad_options(tmp_path: Path, mlp_onnx: Path) -> None:
     result = _invoke(mlp_onnx, "--target", "raspbery-pi-4", *FAST)
     assert isinstance(result.exception, TargetNotFoundError) and "Did you mean raspberry-pi-4" in result.exception.message
-    result = _invoke(mlp_onnx, "--json", mlp_onnx, *FAST)
+    result = _invoke(mlp_onnx, "--json-out", mlp_onnx, *FAST)
     assert isinstance(result.exception, OutputError)
     result = _invoke(mlp_onnx, "--data", tmp_path / "none.npz", *FAST)
     assert isinstance(result.exception, DataError)
@@ -129,14 +129,21 @@ def test_bad_options(tmp_path: Path, mlp_onnx: Path) -> None:
 
 def test_compare_prints_ratios_and_writes_json(tmp_path: Path, mlp_onnx: Path) -> None:
     for name in ("a", "b"):
-        assert _invoke(mlp_onnx, "--json", tmp_path / f"{name}.json", "--label", f"pi-{name}", *FAST).exit_code == 0
+        assert _invoke(mlp_onnx, "--json-out", tmp_path / f"{name}.json", "--label", f"pi-{name}", *FAST).exit_code == 0
     result = CliRunner().invoke(bench, ["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
-                                        "--json", str(tmp_path / "c.json")])
+                                        "--json-out", str(tmp_path / "c.json")])
     assert result.exit_code == 0, result.output
     assert "pi-a" in result.output and "pi-b" in result.output and "B/A" in result.output
     comparison = json.loads((tmp_path / "c.json").read_text())
     p50 = next(m for m in comparison["pairs"][0]["metrics"] if m["metric"] == "p50 ms")
     assert p50["ratio"] == pytest.approx(p50["b"] / p50["a"], rel=1e-3)
+    printed = CliRunner().invoke(bench, ["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--json"])
+    assert printed.exit_code == 0 and json.loads(printed.stdout) == comparison
+
+
+def test_json_to_stdout_and_csv_to_stdout_are_refused_together(mlp_onnx: Path) -> None:
+    result = CliRunner().invoke(bench, [str(mlp_onnx), "--json", "--csv", "-", *FAST])
+    assert result.exit_code == 2 and "both print to stdout" in result.output
 
 
 def test_compare_refuses_files_that_are_not_bench_results(tmp_path: Path) -> None:
@@ -151,7 +158,7 @@ def test_bench_never_imports_torch_nor_runtimes_in_the_cli_process(tmp_path: Pat
         sys.modules["torch"] = None  # any attempt to import torch now fails loudly
         from click.testing import CliRunner
         import edgekit.commands.bench as commands
-        result = CliRunner().invoke(commands.bench, [{str(mlp_onnx)!r}, "--runs", "3", "--json", {str(tmp_path / "o.json")!r}])
+        result = CliRunner().invoke(commands.bench, [{str(mlp_onnx)!r}, "--runs", "3", "--json-out", {str(tmp_path / "o.json")!r}])
         assert result.exit_code == 0, (result.output, result.exception)
         print(json.dumps({{"torch": sys.modules.get("torch") is not None,
                            "onnxruntime": "onnxruntime" in sys.modules}}))

@@ -42,7 +42,7 @@ def test_tflite_is_timed_inside_the_runtime_process(small_tflite: Path) -> None:
 def test_cli_benches_tflite_and_onnx_together(tmp_path: Path, small_tflite: Path, mlp_onnx: Path) -> None:
     out = tmp_path / "both.json"
     result = CliRunner().invoke(bench, [str(small_tflite), str(mlp_onnx), "--runs", "5", "--warmup", "1",
-                                        "--json", str(out)])
+                                        "--json-out", str(out)])
     assert result.exit_code == 0, (result.output, result.exception)
     formats = [r["format"] for r in json.loads(out.read_text())["results"]]
     assert formats == ["tflite", "onnx"]

@@ -128,7 +128,7 @@ def test_failed_artifacts_need_allow_failed(kit: ModuleType, tmp_path: Path, key
     refused = _bundle(kit, build, keys, tmp_path / "out")
     assert refused.exit_code == 2 and "iphone-ios17" in refused.stderr and "--allow-failed" in refused.stderr
     assert not (tmp_path / "out").exists()
-    only_good = _bundle(kit, build, keys, tmp_path / "out", "--target", "raspberry-pi-4")
+    only_good = _bundle(kit, build, keys, tmp_path / "out", "-t", "raspberry-pi-4")  # -t as in build and bench
     assert only_good.exit_code == 0
     shipped = _bundle(kit, build, keys, tmp_path / "out2", "--allow-failed")
     assert shipped.exit_code == 0
