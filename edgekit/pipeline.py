@@ -289,9 +289,13 @@ class Build:
         except EdgekitError as exc:
             found.error = exc
         except Exception as exc:  # a converter crash must not take the other targets down
-            from edgekit.errors import InternalError
+            package = (exc.name or "").split(".")[0] if isinstance(exc, ModuleNotFoundError) else ""
+            if package and package != "edgekit":  # a converter imported lazily, when a recipe needs it
+                found.skipped = backends.missing_package(request.format, package).message
+            else:
+                from edgekit.errors import InternalError
 
-            found.error = InternalError(f"{request.label} failed: {type(exc).__name__}: {str(exc)[:300]}")
+                found.error = InternalError(f"{request.label} failed: {type(exc).__name__}: {str(exc)[:300]}")
         return found
 
     def _measure(self, artifact: Artifact, variant: ModelVariant) -> dict[str, float]:

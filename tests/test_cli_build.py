@@ -120,13 +120,25 @@ def test_budget_failure_exits_1(tiny_cnn, tmp_path: Path, cli) -> None:
     assert manifest["artifacts"][0]["passed"] is False
 
 
-def test_unknown_backend_is_skipped_and_the_rest_builds(tiny_cnn, tmp_path: Path, cli) -> None:
-    # iphone profiles ask for Core ML; whichever formats cannot be built are reported, not fatal.
+def test_a_format_whose_converter_is_missing_is_skipped_and_the_rest_builds(tiny_cnn, tmp_path: Path, cli,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    # as on a machine without coremltools: the Core ML build modules re-import and find it missing
+    for name in [n for n in sys.modules if n.startswith("edgekit.backends.coreml.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "coremltools", None)
+    profile = tmp_path / "phone.toml"
+    profile.write_text('name = "phone"\ndescription = "d"\nartifacts = [{format = "onnx", precision = "fp32"}, '
+                       '{format = "coreml", precision = "fp16"}]\n'
+                       '[device]\nkind = "phone"\narch = "arm64"\ncores = 4\nram_mb = 4096\nmin_ios = "17"\n')
     result = cli("build", tiny_cnn.factory, "--weights", tiny_cnn.weights, "--data", tiny_cnn.data,
-                 "-t", "raspberry-pi-5", "-o", tmp_path / "out", "--json")
+                 "-t", profile, "-o", tmp_path / "out", "--json")
     manifest = json.loads(result.out)
-    assert {a["format"] for a in manifest["artifacts"]} >= {"onnx"}
-    assert result.code in (0, 1)
+    assert result.code == 0, manifest["targets"]
+    assert [a["format"] for a in manifest["artifacts"]] == ["onnx"]
+    (message,) = [m for m in manifest["targets"][0]["messages"] if m.startswith("coreml-fp16")]
+    assert "skipped" in message and "coremltools" in message and 'pip install "edgekit[' in message
 
 
 # ------------------------------------------------------------------ bad input: exit 2, one line, no traceback

@@ -134,7 +134,6 @@ def info(fmt: str) -> BackendInfo:
 
 def _load(fmt: str, part: str) -> ModuleType:
     """Import ``edgekit.backends.<fmt>.<part>``, turning missing pieces into clear errors."""
-    entry = info(fmt)
     name = f"edgekit.backends.{fmt}.{part}"
     try:
         return importlib.import_module(name)
@@ -145,10 +144,16 @@ def _load(fmt: str, part: str) -> ModuleType:
                 f"the {fmt} backend is not available yet in this edgekit version ({part} is missing)",
                 "Build the other formats, or use a newer edgekit",
             ) from None
-        raise BackendUnavailableError(
-            f"the {fmt} backend needs the Python package '{missing}', which is not installed",
-            f'Install it with: pip install "edgekit[{entry.extra if part == "build" else "runtime"}]"',
-        ) from None
+        raise missing_package(fmt, missing, part) from None
+
+
+def missing_package(fmt: str, package: str, part: str = "build") -> BackendUnavailableError:
+    """The error for a backend whose ``package`` is not installed (at import, or imported lazily later)."""
+    extra = info(fmt).extra if part == "build" else "runtime"
+    return BackendUnavailableError(
+        f"the {fmt} backend needs the Python package '{package}', which is not installed",
+        f'Install it with: pip install "edgekit[{extra}]"',
+    )
 
 
 def builder(fmt: str) -> ModuleType:
