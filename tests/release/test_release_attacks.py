@@ -248,7 +248,7 @@ def test_trailing_garbage_is_refused(
 ) -> None:
     padded = tmp_path / "padded.tar.gz"
     padded.write_bytes(bundles["1.1.0"].read_bytes() + b"MALWARE")
-    _assert_refused(kit, padded, keys, store, scratch, "bundle")
+    _assert_refused(kit, padded, keys, store, scratch, "is truncated or corrupt")  # bytes after the gzip stream
 
 
 def test_member_that_would_escape_is_never_written(

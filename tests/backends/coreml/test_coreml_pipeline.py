@@ -32,4 +32,5 @@ def test_build_for_an_iphone_profile(tiny_cnn, tmp_path: Path, cli) -> None:  # 
     assert not [c for c in entries["int8"]["checks"] if c["budget"] == "float_agreement"]
     assert entries["int8"]["weights"]["by_precision"]["int8"] > 0
     assert entries["int8"]["size_bytes"] < entries["fp16"]["size_bytes"]
-    assert result.code in (0, 1), result.err  # 1 only if a host-measured budget failed
+    # latency and RAM are not judged off the device (and an emulator's are not the iPhone's): every check passes
+    assert result.code == 0, result.err

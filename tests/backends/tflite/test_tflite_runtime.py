@@ -110,7 +110,7 @@ def test_corrupt_file_is_an_artifact_error_and_we_survive(tmp_path: Path, fp32_c
                 session.run({"image": np.zeros((1, 1, 8, 8), np.float32)})
             except (ArtifactError, DataError):
                 pass
-    assert os.getpid() > 0  # this process is alive and can still open a good model
+    # the damaged file ran in a child process: this process still opens and runs a good model
     with open_session(fp32_cnn) as good:
         assert good.run({"image": np.zeros((1, 1, 8, 8), np.float32)})[0].shape == (1, 4)
 
