@@ -73,9 +73,14 @@ def _error(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> Any:
     """Entry point: run the CLI and map errors to exit codes."""
-    debug = os.environ.get("EDGEKIT_DEBUG") == "1" or "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = list(argv if argv is not None else sys.argv[1:])
+    options_end = args.index("--") if "--" in args else len(args)  # after "--" it is an argument
+    asked = "--debug" in args[:options_end]
+    if asked:  # errors say "rerun with --debug": it works wherever it is typed, not only before the command
+        args = ["--debug"] + [a for i, a in enumerate(args) if not (a == "--debug" and i < options_end)]
+    debug = os.environ.get("EDGEKIT_DEBUG") == "1" or asked
     try:
-        return cli.main(args=argv, prog_name="edgekit", standalone_mode=False)
+        return cli.main(args=args, prog_name="edgekit", standalone_mode=False)
     except EdgekitError as exc:
         _error(exc.message)
         if debug:

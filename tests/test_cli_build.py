@@ -240,6 +240,17 @@ def test_an_overlong_file_name_is_bad_input_not_a_bug(tiny_cnn, tmp_path: Path, 
     _assert_clean_error(cli("inspect", tmp_path / ("m" * 300 + ".onnx")), "file name too long")
 
 
+def test_debug_works_after_the_command_too(tmp_path: Path, cli) -> None:
+    from edgekit.errors import ArtifactError
+
+    missing = tmp_path / "missing.onnx"
+    _assert_clean_error(cli("inspect", missing), "not found")
+    with pytest.raises(ArtifactError, match="not found"):  # --debug shows the exception itself, wherever it is typed
+        cli("inspect", missing, "--debug")
+    with pytest.raises(ArtifactError, match="not found"):
+        cli("--debug", "inspect", missing)
+
+
 def test_build_config_file_reproduces_a_build(tiny_cnn, tmp_path: Path, cli) -> None:
     config = tmp_path / "edgekit.toml"
     config.write_text(

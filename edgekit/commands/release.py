@@ -201,8 +201,11 @@ def bundle(
     help="Model store whose installed version the bundle must not be below.",
 )
 @click.option("--app-version", metavar="VERSION", help="This app's version, checked against the release's minimum.")
+@click.option("--allow-downgrade", is_flag=True,
+              help="Accept a version lower than the one installed in --store (an intended rollback).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def verify(bundle_path: Path, key_path: Path, store: Path | None, app_version: str | None, as_json: bool) -> None:
+def verify(bundle_path: Path, key_path: Path, store: Path | None, app_version: str | None, allow_downgrade: bool,
+           as_json: bool) -> None:
     """Check a bundle: signature, schema, every file's hash and size, expiry, version.
 
     Writes nothing: files are checked in a temporary folder that is removed.
@@ -214,7 +217,8 @@ def verify(bundle_path: Path, key_path: Path, store: Path | None, app_version: s
     public_key = load_public_key(key_path)
     installed = Store(store).installed_version() if store is not None else None
     with tempfile.TemporaryDirectory(prefix="edgekit-verify-") as scratch:
-        verified = verify_bundle(bundle_path, public_key, Path(scratch), installed=installed, app_version=app_version)
+        verified = verify_bundle(bundle_path, public_key, Path(scratch), installed=installed, app_version=app_version,
+                                 allow_downgrade=allow_downgrade)
     summary = {"ok": True, "bundle": str(bundle_path), **verified.summary()}
     _emit(
         as_json,

@@ -211,6 +211,9 @@ def test_downgrade_is_refused(
     before = kit.snapshot(store)
     verified = kit.run("verify", bundles["1.1.0"], "--key", keys.public, "--store", store)
     assert verified.exit_code == 2 and "lower than the installed version 1.2.0" in verified.stderr
+    assert "--allow-downgrade" in verified.stderr  # the advice names an option verify has
+    intended = kit.run("verify", bundles["1.1.0"], "--key", keys.public, "--store", store, "--allow-downgrade")
+    assert intended.exit_code == 0, intended.stderr
     installed = kit.run("install", bundles["1.1.0"], "--into", store, "--key", keys.public, "--device-id", "d")
     assert installed.exit_code == 2 and "downgrade" in installed.stderr
     assert kit.snapshot(store) == before
