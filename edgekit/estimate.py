@@ -104,6 +104,12 @@ def _lookup(table: dict[str, float], precision: str) -> float:
         raise ConfigError(f"unknown precision '{precision}'", f"Use one of: {', '.join(table)}") from None
 
 
+def compute_precision(precision: str, config: dict[str, Any]) -> str:
+    """The precision an artifact computes in: its own, or fp32 when its recipe's config says the
+    compute is float (weight-only int8 / int4: weights are dequantized, no integer kernel runs)."""
+    return "fp32" if str(config.get("compute", "")).startswith("float") else precision
+
+
 def estimate_latency(
     macs: int,
     weight_bytes: int,

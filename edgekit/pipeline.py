@@ -472,14 +472,15 @@ class Build:
     def _estimate(self, artifact: Artifact, request: ArtifactRequest, profile: TargetProfile,
                   variant: ModelVariant) -> dict[str, Any]:
         """Roofline latency estimate on the profile's device (labelled as an estimate)."""
-        from edgekit.estimate import estimate_latency, weight_bytes
+        from edgekit.estimate import compute_precision, estimate_latency, weight_bytes
 
         try:
             nodes = sum(backends.inspector(request.format).inspect(artifact.path)["ops"].values())
         except EdgekitError:
             nodes = None  # the estimate is still useful without the per-node term
-        return estimate_latency(variant.macs, weight_bytes(variant.parameters, request.precision), request.precision,
-                                profile.device, nodes=nodes)
+        # Weights are stored at the requested precision; the speed-up is that of the compute (float for weight-only).
+        return estimate_latency(variant.macs, weight_bytes(variant.parameters, request.precision),
+                                compute_precision(request.precision, artifact.config), profile.device, nodes=nodes)
 
     def _fp32_latency(self, fmt: str) -> float | None:
         """Host p50 of the model's fastest FP32 candidate in ``fmt``, when this build made one."""

@@ -10,7 +10,7 @@ import pytest
 
 from edgekit.config import Device, load_profile
 from edgekit.errors import ConfigError
-from edgekit.estimate import METHOD, PRECISION_SPEEDUP, estimate_latency, weight_bytes
+from edgekit.estimate import METHOD, PRECISION_SPEEDUP, compute_precision, estimate_latency, weight_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,6 +61,14 @@ def test_int8_speedup_threads_and_overhead() -> None:
     one = estimate_latency(50_000_000, 100, "fp32", device, threads=1)
     assert one["compute_ms"] == pytest.approx(4 * fp32["compute_ms"], rel=1e-4) and one["threads"] == 1
     assert fp32["latency_ms"] == pytest.approx(fp32["compute_ms"] + fp32["overhead_ms"], abs=1e-3)
+
+
+def test_weight_only_artifacts_get_no_integer_speedup() -> None:
+    # the recipes' own words: ONNX weight-only says "float", LiteRT's "float32: LiteRT dequantizes ..."
+    assert compute_precision("int8", {"compute": "float"}) == "fp32"
+    assert compute_precision("int4", {"compute": "float32: int4 weights are dequantized before each op"}) == "fp32"
+    assert compute_precision("int8", {"compute": "int8 x int8 in FULLY_CONNECTED"}) == "int8"
+    assert compute_precision("int8", {}) == "int8"
 
 
 def test_missing_device_figures_give_no_number() -> None:
