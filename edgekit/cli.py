@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import json
 import os
 import sys
 from typing import Any, NoReturn
@@ -18,7 +19,7 @@ from typing import Any, NoReturn
 import click
 
 from edgekit import __version__
-from edgekit.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EdgekitError
+from edgekit.errors import EXIT_BAD_INPUT, EXIT_BUDGET_FAILED, EXIT_INTERNAL, EdgekitError
 
 # Order here is the order in `edgekit --help`.
 COMMAND_MODULES = (
@@ -67,8 +68,14 @@ def _register() -> None:
 _register()
 
 
-def _error(message: str) -> None:
+def _error(message: str, code: int, as_json: bool = False) -> None:
+    """One ``error:`` line on stderr; with --json also ``{"ok": false, ...}`` on stdout, so a script sees it.
+
+    Budget failures (exit 1) are left out: their command has already printed its JSON report.
+    """
     click.echo(f"error: {message}", err=True)
+    if as_json and code != EXIT_BUDGET_FAILED:
+        click.echo(json.dumps({"ok": False, "exit_code": code, "error": message}))
 
 
 def main(argv: list[str] | None = None) -> Any:
@@ -79,45 +86,50 @@ def main(argv: list[str] | None = None) -> Any:
     if asked:  # errors say "rerun with --debug": it works wherever it is typed, not only before the command
         args = ["--debug"] + [a for i, a in enumerate(args) if not (a == "--debug" and i < options_end)]
     debug = os.environ.get("EDGEKIT_DEBUG") == "1" or asked
+    as_json = "--json" in args[:options_end]
     try:
         return cli.main(args=args, prog_name="edgekit", standalone_mode=False)
     except EdgekitError as exc:
-        _error(exc.message)
+        _error(exc.message, exc.exit_code, as_json)
         if debug:
             raise
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
-        _error("interrupted; nothing half-written was kept (rerun to finish)")
+        _error("interrupted; nothing half-written was kept (rerun to finish)", 130, as_json)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(EXIT_BAD_INPUT if exc.exit_code == 2 else exc.exit_code)
+        code = EXIT_BAD_INPUT if exc.exit_code == 2 else exc.exit_code
+        if as_json:
+            click.echo(json.dumps({"ok": False, "exit_code": code, "error": exc.format_message()}))
+        sys.exit(code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        _error("interrupted; nothing half-written was kept (rerun to finish)")
+        _error("interrupted; nothing half-written was kept (rerun to finish)", 130, as_json)
         sys.exit(130)
     except OSError as exc:
         if exc.errno != errno.ENAMETOOLONG:
-            _internal(exc, debug)
+            _internal(exc, debug, as_json)
         if debug:
             raise
         # Any path the user gives can be too long for the OS; that is bad input, not a bug.
         name = str(exc.filename or "")
         shown = name if len(name) <= 80 else f"{name[:40]}...{name[-30:]} ({len(name)} characters)"
         _error(f"file name too long: {shown}. Use a shorter file name or folder path "
-               "(most file systems allow 255 bytes per name)")
+               "(most file systems allow 255 bytes per name)", EXIT_BAD_INPUT, as_json)
         sys.exit(EXIT_BAD_INPUT)
     except Exception as exc:  # a bug: say so plainly, traceback only with --debug
-        _internal(exc, debug)
+        _internal(exc, debug, as_json)
 
 
-def _internal(exc: Exception, debug: bool) -> NoReturn:
+def _internal(exc: Exception, debug: bool, as_json: bool) -> NoReturn:
     """Report a bug plainly and exit 3; the traceback only with --debug."""
     if debug:
         raise exc
     _error(
         f"internal failure: {type(exc).__name__}: {exc}. This is a bug in edgekit or a converter; "
-        "rerun with --debug for the traceback and report it"
+        "rerun with --debug for the traceback and report it",
+        EXIT_INTERNAL, as_json,
     )
     sys.exit(EXIT_INTERNAL)

@@ -251,6 +251,15 @@ def test_debug_works_after_the_command_too(tmp_path: Path, cli) -> None:
         cli("--debug", "inspect", missing)
 
 
+def test_a_refusal_with_json_is_json_on_stdout_too(tmp_path: Path, cli) -> None:
+    missing = tmp_path / "missing.onnx"
+    result = cli("inspect", missing, "--json")
+    assert result.code == 2 and result.err.startswith("error: ")
+    assert json.loads(result.out) == {"ok": False, "exit_code": 2, "error": result.err.strip()[len("error: "):]}
+    usage = cli("validate", missing, "--json")  # --data missing: a usage error, same shape
+    assert usage.code == 2 and json.loads(usage.out)["ok"] is False and "--data" in json.loads(usage.out)["error"]
+
+
 def test_build_config_file_reproduces_a_build(tiny_cnn, tmp_path: Path, cli) -> None:
     config = tmp_path / "edgekit.toml"
     config.write_text(
