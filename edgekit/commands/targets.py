@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from edgekit.commands.output import console, emit_json
+
+if TYPE_CHECKING:
+    from edgekit.config import TargetProfile
 
 
 @click.group(invoke_without_command=True)
@@ -45,6 +50,25 @@ def show(name: str, as_json: bool) -> None:
         return
     console().print(f"# {profile.source}", markup=False)
     console().print(Path(str(profile.source)).read_text(encoding="utf-8"), markup=False)
+    console().print(_quality_comment(profile), markup=False)
+
+
+QUALITY_KEYS = ("max_accuracy_drop", "min_cosine", "min_top1_agreement", "min_sqnr_db", "max_abs_error")
+
+
+def _quality_comment(profile: TargetProfile) -> str:
+    """The quality budgets each requested precision is held to, as TOML comments (the file stays valid TOML).
+
+    Most profiles set none of these: the per-precision defaults apply, and a
+    reader of the file alone would not see them.
+    """
+    lines = ["# Quality each artifact is held to against the FP32 model (defaults unless set above;",
+             "# docs/fidelity.md). top-1 agreement is judged only for class scores, accuracy only with labels."]
+    for precision in dict.fromkeys(a.precision for a in profile.artifacts):
+        budgets = profile.budgets_for(precision)
+        values = [f"{key} {getattr(budgets, key):g}" for key in QUALITY_KEYS if getattr(budgets, key) is not None]
+        lines.append(f"#   {precision}: {', '.join(values)}")
+    return "\n".join(lines)
 
 
 COMMANDS = [targets]
