@@ -119,6 +119,7 @@ import numpy as np
 
 from edgekit.artifact import Artifact, atomic_write_bytes
 from edgekit.backends import ExportJob
+from edgekit.backends.model_key import model_key
 from edgekit.backends.tflite import coverage, export, fallback, fp32_timing, interface, micro, micro_rewrite, quantize
 from edgekit.backends.tflite.inspect import census_summary, io_description, parse, weight_census
 from edgekit.backends.tflite.names import ModuleIndex
@@ -141,26 +142,6 @@ class Made:
 # (int8 and fp16 for one target, several targets): litert-torch takes ~45 s on a 224x224 MobileNetV2.
 _FLOAT_MODELS: dict[str, bytes] = {}
 _FLOAT_MODELS_KEPT = 4
-
-
-def _model_key(module: Any, inputs: dict[str, Any], rewrites: tuple[str, ...]) -> str:
-    """What the float .tflite depends on: the module tree, every parameter and buffer, the inputs, the rewrites."""
-    import hashlib
-
-    import torch
-
-    digest = hashlib.sha256(repr(module).encode())
-    for name, tensor in list(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(str((tuple(tensor.shape), str(tensor.dtype))).encode())
-        try:
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        except (RuntimeError, TypeError):  # a tensor type without a byte view: its text then
-            digest.update(str(tensor.tolist()).encode())
-    for name, tensor in inputs.items():
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-    digest.update("|".join(rewrites).encode())
-    return digest.hexdigest()
 
 
 @dataclass
@@ -190,7 +171,7 @@ class _Context:
 
     def float_model(self) -> bytes:
         if self._float is None:
-            key = _model_key(self.module, self.inputs, self.rewrites)
+            key = model_key(self.module, self.inputs, self.rewrites)
             if key not in _FLOAT_MODELS:
                 _FLOAT_MODELS[key] = export.convert_float(self.module, self.inputs, self.target)
                 while len(_FLOAT_MODELS) > _FLOAT_MODELS_KEPT:

@@ -7,7 +7,6 @@ precision), so the whole file stays within about a minute.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,7 +138,7 @@ def _job(model_files, tmp_path: Path, precision: str) -> tuple[ExportJob, dict[s
 
 
 class _Builds:
-    """Builds on demand, once each; every precision of one model reuses that model's FP32 export."""
+    """Builds on demand, once each (the backend exports each model once and reuses it for every precision)."""
 
     def __init__(self, root: Path, models: dict[str, tuple[nn.Module, dict[str, np.ndarray], tuple[str, ...], bool]]) -> None:
         self.root = root
@@ -152,10 +151,6 @@ class _Builds:
             module, feeds, outputs, classes = self.models[model]
             workdir = self.root / f"{model}-{precision}"
             workdir.mkdir(parents=True)
-            first = next((d.job.workdir for (m, _), d in self.done.items() if m == model), None)
-            if first is not None:  # reuse the export (the build makes it only when the folder has none)
-                for name in ("m.fp32.onnx", "m.fp32.modules.json"):
-                    shutil.copyfile(first / name, workdir / name)
             job, evaluation = make_job(module, feeds, outputs, workdir, precision, classes)
             self.done[key] = Built(onnx_build.build(job), job, evaluation, _torch_outputs(module, evaluation))
         return self.done[key]
@@ -211,6 +206,27 @@ def test_every_precision_runs_in_onnxruntime_and_is_what_it_claims(builds: _Buil
         assert census["by_precision"][main] > 0 and stored >= 0.9 * census["parameters"], census
         assert artifact.details["coverage"]["precision"] == precision
         assert graph.checker_problem(artifact.path) is None  # what other ONNX consumers accept, not only onnxruntime
+
+
+def test_one_export_serves_every_precision_of_a_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Path] = []
+    real = onnx_build.exporter.export
+    monkeypatch.setattr(onnx_build.exporter, "export", lambda job, path: calls.append(path) or real(job, path))
+    torch.manual_seed(7)  # weights no other test has exported in this process
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    feeds = {"x": np.random.default_rng(7).standard_normal((64, 16)).astype(np.float32)}
+    paths = []
+    for precision in ("fp32", "fp16"):
+        (tmp_path / precision).mkdir()
+        job, _ = make_job(model, feeds, ("y",), tmp_path / precision, precision, True)
+        onnx_build.build(job)
+        paths.append(tmp_path / precision / "m.fp32.onnx")
+    assert len(calls) == 1 and paths[0].read_bytes() == paths[1].read_bytes()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)  # other weights: a new export
+    (tmp_path / "changed").mkdir()
+    onnx_build.build(make_job(model, feeds, ("y",), tmp_path / "changed", "fp32", True)[0])
+    assert len(calls) == 2
 
 
 def test_int8_offers_every_recipe(builds: _Builds) -> None:
