@@ -39,7 +39,7 @@ class ZooModel:
 
 MODELS: dict[str, ZooModel] = {m.name: m for m in (
     ZooModel("mobilenet_v2", "mobilenet_v2", "images224", "classification",
-             "MobileNetV2 1.0, 224x224 (torchvision layout), BN statistics from real photos, linear-probe head"),
+             "MobileNetV2 1.0, 224x224 (torchvision layout), trained end to end on real photo crops"),
     ZooModel("resnet18", "resnet18", "images224", "classification",
              "ResNet-18, 224x224 (torchvision layout), BN statistics from real photos, linear-probe head"),
     ZooModel("vit_tiny", "vit_tiny", "images224", "classification",

@@ -401,8 +401,57 @@ def pretrained_minilm(entry: ZooModel) -> tuple[Any, dict[str, Any]]:
                    "dropped": "pooler (unused by sentence embeddings), embeddings.position_ids (a buffer)"}
 
 
+TRAIN_STEPS = 200  # MobileNetV2 end-to-end training: AdamW, one-cycle to TRAIN_LR, fresh crops each step
+TRAIN_BATCH = 32
+TRAIN_LR = 5e-4
+
+
+def train_image_classifier(entry: ZooModel) -> tuple[Any, dict[str, Any]]:
+    """The probe recipe, then every layer trained end to end on fresh labelled crops.
+
+    A random MobileNetV2 is no stand-in for a trained one: its pooled features
+    differ so little between images that FP16 weights alone move 3 % of its
+    top-1 decisions and per-channel int8 weights a quarter of them (cosine
+    0.969), so no recipe of any tool can reach a quality bar. 200 steps of
+    training (about 9 minutes on 2 cores) give it real margins: accuracy 0.91
+    on the benchmark images, and int8 weights in torch keep cosine 0.9998 /
+    top-1 0.99 (measured with fake-quantized weights when this was written).
+    """
+    import torch
+
+    from benchmarks.zoo import data
+
+    model, facts = fit_image_classifier(entry)
+    head = model.classifier[-1]
+    with torch.no_grad():  # the probe's large standardised-feature weights diverge at a fine-tuning rate
+        head.weight.zero_()
+        head.bias.zero_()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=TRAIN_LR, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=TRAIN_LR, total_steps=TRAIN_STEPS, pct_start=0.15)
+    model.train()
+    for step in range(TRAIN_STEPS):
+        # fresh crops every step: not the benchmark's (seed 1) nor the probe fit's (seed 3)
+        batch = data.photo_regions(TRAIN_BATCH, seed=1000 + step)
+        loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(batch.normalised())),
+                                                 torch.from_numpy(batch.labels), label_smoothing=0.1)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if step % 50 == 0:
+            log(f"    step {step}: loss {loss.item():.3f}")
+    model.eval()
+    bench = np.load(_data_file("images224"))
+    with torch.inference_mode():
+        logits = torch.cat([model(torch.from_numpy(bench["x"][i: i + BATCH])) for i in range(0, len(bench["x"]), BATCH)])
+    facts = {"probe_bench_accuracy": facts["bench_accuracy"], "bench_accuracy": _accuracy(logits.numpy(), bench["y"]),
+             "train": f"{TRAIN_STEPS} steps x {TRAIN_BATCH} fresh crops, AdamW one-cycle to {TRAIN_LR}, "
+                      "label smoothing 0.1, head re-initialised to zero", "bn_images": facts["bn_images"]}
+    return model, facts
+
+
 FITTERS: dict[str, Callable[[ZooModel], tuple[Any, dict[str, Any]]]] = {
-    "mobilenet_v2": fit_image_classifier, "resnet18": fit_image_classifier, "vit_tiny": fit_image_classifier,
+    "mobilenet_v2": train_image_classifier, "resnet18": fit_image_classifier, "vit_tiny": fit_image_classifier,
     "detector": fit_detector, "gru": train_recurrent, "lstm": train_recurrent, "minilm": pretrained_minilm,
 }
 
