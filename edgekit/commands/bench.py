@@ -232,21 +232,27 @@ def _print_results(console: Console, document: dict[str, Any]) -> None:
     runtimes = ", ".join(f"{k} {v}" for k, v in machine.get("runtimes", {}).items())
     console.print(f"[bold]{short_name(machine)}[/] · {machine.get('cpu')} · {machine.get('cores')} cores · "
                   f"{machine.get('os')} {machine.get('arch')} · Python {machine.get('python')} · {runtimes}")
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
-    widest = max((len(r["artifact"]) for r in document["results"]), default=8)
-    table.add_column("artifact", min_width=min(widest, 36), overflow="fold")
-    for column in ("thr", "bs", "cold", "p50", "p90", "p99", "/s", "peak", "model"):
-        table.add_column(column, justify="right", no_wrap=True)
+    columns = ("thr", "bs", "cold", "p50", "p90", "p99", "/s", "peak", "model")
+    rows = []
     for result in document["results"]:
         if "skipped" in result:
-            table.add_row(result["artifact"], *["-"] * 8, "[yellow]skipped[/]")
+            rows.append([result["artifact"], *["-"] * 8, "skipped"])
             continue
         lat, mem = result["latency_ms"], result["memory"]
-        table.add_row(
+        rows.append([
             result["artifact"], str(result["threads"]), str(result["batch"]), _fmt(result["cold_start_ms"]),
             _fmt(lat["p50"]), _fmt(lat["p90"]), _fmt(lat["p99"]), _compact(result["throughput"]["samples_per_s"]),
             _fmt(mem["peak_rss_mb"]), _fmt(mem["model_rss_mb"]),
-        )
+        ])
+    # Numbers are never clipped: each numeric column is as wide as its widest value, and in a
+    # narrow terminal (80 columns over SSH, a pipe) the artifact names fold onto more lines instead.
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+    table.add_column("artifact", min_width=8, overflow="fold")
+    for index, column in enumerate(columns, start=1):
+        widest = max([len(column), *(len(row[index]) for row in rows)])
+        table.add_column(column, justify="right", no_wrap=True, min_width=widest)
+    for row in rows:
+        table.add_row(*row[:-1], "[yellow]skipped[/]" if row[-1] == "skipped" else row[-1])
     console.print(table)
     console.print("[dim]times in ms · /s: samples per second · peak: process RSS in MiB · "
                   "model: peak minus the bare runtime's baseline[/]")

@@ -197,3 +197,22 @@ def test_missing_runtime_names_the_extra_to_install(tmp_path: Path, mlp_onnx: Pa
                          cwd=ROOT, env=env)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "needs the Python package 'onnxruntime'" in out.stderr and 'pip install "edgekit[runtime]"' in out.stderr
+
+
+def test_the_table_never_clips_a_number_at_80_columns() -> None:
+    from rich.console import Console
+
+    from edgekit.commands.bench import _compact, _fmt, _print_results
+
+    result = {"artifact": "digits-mobilenet.int8.pruned-s0.8.tflite", "threads": 4, "batch": 32,
+              "cold_start_ms": 1234.5, "latency_ms": {"p50": 6.61, "p90": 7.02, "p99": 12.9},
+              "throughput": {"samples_per_s": 4840.3}, "memory": {"peak_rss_mb": 1843.2, "model_rss_mb": 1210.7}}
+    document = {"machine": {"label": "pi4-lab-2", "runtimes": {}}, "results": [result, {**result, "threads": 1}]}
+    console = Console(width=80, record=True, color_system=None)
+    _print_results(console, document)
+    text = console.export_text()
+    table = text.split("times in ms")[0]
+    assert all(len(line) <= 80 for line in table.splitlines())
+    for value in (_fmt(1234.5), _fmt(6.61), _fmt(12.9), _compact(4840.3), _fmt(1843.2), _fmt(1210.7)):
+        assert value in table, value  # whole, not cut to "4.84e+0" or "1,8…"
+    assert "model" in table and "peak" in table  # every column kept
