@@ -62,7 +62,7 @@ class Budgets(StrictModel):
     max_size_mb: float | None = Field(None, gt=0)
     max_accuracy_drop: float | None = Field(None, ge=0, le=1)
     max_latency_ms: float | None = Field(None, gt=0)
-    max_ram_mb: float | None = Field(None, gt=0)
+    max_ram_mb: float | None = Field(None, gt=0, description="peak RSS of the process running the model, MiB")
     min_cosine: float | None = Field(None, ge=-1, le=1)
     min_top1_agreement: float | None = Field(None, ge=0, le=1)
     max_abs_error: float | None = Field(None, ge=0)

@@ -21,6 +21,7 @@ from edgekit.config import Budgets
 from edgekit.data import Dataset
 
 MB = 1_000_000  # sizes and budgets use decimal megabytes, like file managers and app stores
+MIB = 1024 * 1024  # memory is in MiB, like RSS in top and edgekit bench
 
 
 @dataclass(frozen=True)
@@ -158,17 +159,25 @@ def measure_latency(session: Session, sample: dict[str, np.ndarray], runs: int, 
     }
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB (Python + runtime + model).
+def peak_rss_mb(session: object | None = None) -> float:
+    """Peak resident memory of the process that runs ``session``'s model, in MiB (the unit of
+    ``max_ram_mb`` everywhere, as in ``edgekit bench``).
 
-    An upper bound for what running the artifact needs on this machine; this
-    process loads no torch on the validate path.
+    A session that runs its model in a child process (LiteRT) reports that
+    child's peak (``session.peak_rss_mb()``): this process's own would miss the
+    model entirely. Otherwise it is this process's peak so far (Python +
+    runtime + model; the validate path loads no torch), an upper bound.
     """
     import resource
     import sys
 
+    child = getattr(session, "peak_rss_mb", None)
+    if callable(child):
+        measured = child()
+        if measured is not None:
+            return float(measured)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / MB if sys.platform == "darwin" else peak * 1024 / MB  # bytes on macOS, KiB on Linux
+    return peak / MIB if sys.platform == "darwin" else peak * 1024 / MIB  # bytes on macOS, KiB on Linux
 
 
 # ------------------------------------------------------------------ budgets

@@ -144,7 +144,7 @@ def validate(artifact: Path, data: Path, target: str | None, reference: Path | N
     metrics = evaluate(session, dataset, baseline, baseline_accuracy)
     if not getattr(session, "emulated", False):  # an emulator's speed is not the device's
         metrics.update(measure_latency(session, {k: v[:1] for k, v in dataset.inputs.items()}, runs))
-    metrics["peak_rss_mb"] = peak_rss_mb()
+    metrics["peak_rss_mb"] = peak_rss_mb(session)  # the process that ran the model, in MiB
     report: dict[str, Any] = {"artifact": str(artifact), "size_bytes": size_bytes(artifact), "metrics": metrics}
     passed = True
     if target:

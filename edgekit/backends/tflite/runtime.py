@@ -228,6 +228,17 @@ class TfliteSession:
         self.path = path
         self._describe(self._request(("load", str(path.resolve()))))
 
+    def peak_rss_mb(self) -> float | None:
+        """Peak resident memory of the runtime process so far, in MiB (Linux ``VmHWM``); None where unknown."""
+        try:
+            status = Path(f"/proc/{self._proc.pid}/status").read_text(encoding="ascii")
+        except OSError:
+            return None
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+        return None
+
     def close(self) -> None:
         """Stop the runtime process (also done when the session is garbage collected)."""
         self._finalizer()

@@ -73,6 +73,17 @@ def test_int8_io_session_takes_and_returns_float() -> None:
 
 
 @pytest.mark.slow
+def test_memory_is_that_of_the_process_running_the_model(fp32_cnn: Path) -> None:
+    from edgekit.validate import peak_rss_mb
+
+    with open_session(fp32_cnn) as session:
+        session.run({"image": np.zeros((1, 1, 8, 8), np.float32)})
+        child = peak_rss_mb(session)
+        # the LiteRT child holds the model; this pytest process (torch and all) is far bigger and is not it
+        assert 0 < child == session.peak_rss_mb() < peak_rss_mb()
+
+
+@pytest.mark.slow
 def test_missing_or_misshapen_input_is_a_data_error(fp32_cnn: Path) -> None:
     with open_session(fp32_cnn) as session:
         with pytest.raises(DataError, match="no data for model input 'image'"):
