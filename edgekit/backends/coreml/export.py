@@ -303,12 +303,15 @@ class _Converter:
         else:
             self.precision = ct.precision.FLOAT16
         self.failures: list[_Failure] = []
+        self.fp16 = compute_precision != "fp32"
         self.repairs: tuple[str, ...] = ()  # ops mil_fixes rewrote in the last conversion
+        self.clamped: tuple[str, ...] = ()  # constants it brought into FP16's range
 
     def __call__(self, source: Any, batch: int | None) -> Any:
         import coremltools as ct
 
         mil_fixes.repaired.clear()
+        mil_fixes.clamped.clear()
         model = ct.convert(
             source,
             convert_to="mlprogram",
@@ -316,10 +319,11 @@ class _Converter:
             compute_precision=self.precision,
             inputs=_ct_inputs(self.job, batch),
             outputs=_ct_outputs(self.job),
-            pass_pipeline=mil_fixes.pipeline(),
+            pass_pipeline=mil_fixes.pipeline(fp16=self.fp16),
             skip_model_load=True,  # loading needs the macOS runtime; validation uses the saved bytes
         )
         self.repairs = tuple(mil_fixes.repaired)
+        self.clamped = tuple(mil_fixes.clamped)
         return model
 
     def attempt(self, label: str, program: Any, batch: int | None) -> tuple[Any, tuple[tuple[str, Any, str | None], ...]]:
@@ -472,6 +476,9 @@ def _exported(job: ExportJob, conv: _Converter, model: Any, path: str, batch: in
     notes = [f.text() for f in conv.failures]
     if conv.repairs:
         rewrites = (*rewrites, f"select shape repaired (coremltools ignored cond's shape): {', '.join(conv.repairs[:5])}")
+    if conv.clamped:
+        rewrites = (*rewrites, f"constants beyond FP16's range clamped to +-65504 (-inf would make 0 * -inf = NaN): "
+                               f"{', '.join(conv.clamped[:5])}")
     if rewrites:
         notes.append(f"converted after rewriting: {'; '.join(rewrites)}")
     if batch is not None and not job.fixed_batch:

@@ -10,6 +10,14 @@ not one to ship (the emulator refuses it; Core ML may too). The pass adds
 ``fill_like(cond, 0)`` to ``a`` so that the declared shape is the real one;
 values do not change (x + 0 = x, -inf + 0 = -inf).
 
+``fp16_range_constants`` (FP16 programs only): float32 constants beyond
+FP16's range become +-65504 instead of +-inf when coremltools casts them.
+Hugging Face builds its attention mask as ``(1 - mask) * finfo(float32).min``;
+cast to FP16 that constant is -inf and ``0 * -inf`` is NaN, so every output of
+all-MiniLM-L6-v2's FP16 program was NaN (measured in the emulator, which
+computes IEEE FP16 as the device does). -65504 masks as well (softmax gives it
+weight 0) and ``0 * -65504`` is 0.
+
 ``register()`` registers the passes once; ``pipeline()`` is coremltools'
 default pipeline with them in front. Imports coremltools: build-time only.
 """
@@ -18,9 +26,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 SELECT_PASS = "edgekit::select_shape_from_cond"
+FP16_RANGE_PASS = "edgekit::fp16_range_constants"
+FP16_MAX = 65504.0
 _registered = False
-repaired: list[str] = []  # names of the ops the passes rewrote since the caller last cleared it
+repaired: list[str] = []  # names of the selects the shape pass rewrote since the caller last cleared it
+clamped: list[str] = []  # names of the constants the FP16 range pass clamped since the caller last cleared it
 
 
 def register() -> None:
@@ -60,6 +73,28 @@ def register() -> None:
                 block.remove_ops([op])
                 _infer_consumers(block, fixed)
 
+    @register_pass(namespace="edgekit", name="fp16_range_constants")
+    class Fp16RangeConstants(AbstractGraphPass):  # type: ignore[misc]
+        def apply(self, prog: Any) -> None:
+            for function in prog.functions.values():
+                self._block(function)
+
+        @block_context_manager
+        def _block(self, block: Any) -> None:
+            for op in list(block.operations):
+                for inner in op.blocks:
+                    self._block(inner)
+                if op.op_type != "const" or op.outputs[0].dtype != types.fp32:
+                    continue
+                value = np.asarray(op.outputs[0].val)
+                if not (np.abs(value) > FP16_MAX).any():
+                    continue
+                finite = np.clip(value, -FP16_MAX, FP16_MAX).astype(np.float32)
+                new = mb.const(val=finite if finite.ndim else np.float32(finite), before_op=op, name=op.name + "_fp16")
+                op.enclosing_block.replace_uses_of_var_after_op(anchor_op=op, old_var=op.outputs[0], new_var=new)
+                clamped.append(op.name)
+                block.remove_ops([op])
+
     _registered = True
 
 
@@ -73,11 +108,13 @@ def _infer_consumers(block: Any, changed: Any) -> None:
             affected.update(id(v) for v in op.outputs)
 
 
-def pipeline() -> Any:
-    """coremltools' default pass pipeline with edgekit's repairs first."""
+def pipeline(fp16: bool = True) -> Any:
+    """coremltools' default pass pipeline with edgekit's repairs first (the FP16 range one for FP16 programs)."""
     import coremltools as ct
 
     register()
     passes = ct.PassPipeline.DEFAULT
     passes.insert_pass(0, SELECT_PASS)
+    if fp16:
+        passes.insert_pass(1, FP16_RANGE_PASS)
     return passes

@@ -146,6 +146,21 @@ class Unsupported(nn.Module):
         return self.block(self.fc(x))
 
 
+class FloatMinMask(nn.Module):
+    """Hugging Face's additive mask, (1 - mask) * finfo(float32).min: -inf once cast to FP16."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(30, 16)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, input_ids, attention_mask):
+        h = self.embed(input_ids)
+        bias = (1.0 - attention_mask[:, None, :].to(torch.float32)) * torch.finfo(torch.float32).min
+        scores = (h @ h.transpose(1, 2)) / 4.0 + bias
+        return self.head((scores.softmax(-1) @ h).mean(1))
+
+
 class Outliers(nn.Module):
     """fc2 has one large weight per row: int4 blocks scaled to it zero the rest, so fc2 must stay wider."""
 
@@ -165,7 +180,7 @@ class Outliers(nn.Module):
 
 
 INLINE = {"branchy": "Branchy", "fixed_batch": "FixedBatch", "tiny_tokens": "Tokens", "new_ones": "NewOnes",
-          "unsupported": "Unsupported", "outliers": "Outliers"}
+          "unsupported": "Unsupported", "outliers": "Outliers", "float_min_mask": "FloatMinMask"}
 
 
 def _inline_module() -> Any:

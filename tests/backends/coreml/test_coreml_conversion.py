@@ -45,6 +45,15 @@ def test_new_ones_fails_as_exported_and_converts_after_targeted_decomposition() 
     assert np.abs(out - reference("new_ones")[0]).max() < 1e-4
 
 
+def test_a_float32_min_mask_stays_finite_in_an_fp16_program() -> None:
+    (artifact,) = [a for a in built("float_min_mask", "fp16", "iphone-ios18") if a.details["compute_precision"] == "fp16"]
+    assert any(r.startswith("constants beyond FP16's range clamped") for r in artifact.details["rewrites"])
+    s = sample("float_min_mask")
+    out = open_session(artifact.path).run(s.feeds)[0]
+    assert np.isfinite(out).all()  # unclamped, 0 * -inf made every output NaN
+    assert np.abs(out - reference("float_min_mask")[0]).max() < 2e-2
+
+
 def test_an_op_no_route_converts_is_named_with_its_module(tmp_path: Path) -> None:
     from edgekit.backends.coreml import build
 
