@@ -47,8 +47,9 @@ def register() -> None:
     from coremltools.converters.mil.mil.passes.helper import block_context_manager
     from coremltools.converters.mil.mil.passes.pass_registry import register_pass
 
-    @register_pass(namespace="edgekit", name="select_shape_from_cond")
-    class SelectShapeFromCond(AbstractGraphPass):  # type: ignore[misc]  # coremltools is untyped
+    class OpRewritePass(AbstractGraphPass):  # type: ignore[misc]  # coremltools is untyped
+        """Visits every op of every function, nested blocks first; ``rewrite`` changes one op or leaves it."""
+
         def apply(self, prog: Any) -> None:
             for function in prog.functions.values():
                 self._block(function)
@@ -58,42 +59,42 @@ def register() -> None:
             for op in list(block.operations):
                 for inner in op.blocks:
                     self._block(inner)
-                if op.op_type != "select" or op.outputs[0].rank >= op.cond.rank:
-                    continue
-                if not types.is_float(op.a.dtype) or op.a.dtype != op.b.dtype:
-                    continue  # only the float masks seen so far; others are left as converted
-                zeros = mb.fill_like(ref_tensor=op.cond, value=types.nptype_from_builtin(op.a.dtype)(0), before_op=op)
-                widened = mb.add(x=op.a, y=zeros, before_op=op)
-                fixed = mb.select(cond=op.cond, a=widened, b=op.b, before_op=op, name=op.name + "_full")
-                # The new type is wider than the declared one, so types are not checked; the consumers'
-                # types are inferred again from it below.
-                op.enclosing_block.replace_uses_of_var_after_op(anchor_op=op, old_var=op.outputs[0], new_var=fixed,
-                                                                no_check_var_types=True)
-                repaired.append(op.name)
-                block.remove_ops([op])
-                _infer_consumers(block, fixed)
+                self.rewrite(op, block)
+
+        def rewrite(self, op: Any, block: Any) -> None:
+            raise NotImplementedError
+
+    @register_pass(namespace="edgekit", name="select_shape_from_cond")
+    class SelectShapeFromCond(OpRewritePass):
+        def rewrite(self, op: Any, block: Any) -> None:
+            if op.op_type != "select" or op.outputs[0].rank >= op.cond.rank:
+                return
+            if not types.is_float(op.a.dtype) or op.a.dtype != op.b.dtype:
+                return  # only the float masks seen so far; others are left as converted
+            zeros = mb.fill_like(ref_tensor=op.cond, value=types.nptype_from_builtin(op.a.dtype)(0), before_op=op)
+            widened = mb.add(x=op.a, y=zeros, before_op=op)
+            fixed = mb.select(cond=op.cond, a=widened, b=op.b, before_op=op, name=op.name + "_full")
+            # The new type is wider than the declared one, so types are not checked; the consumers'
+            # types are inferred again from it below.
+            op.enclosing_block.replace_uses_of_var_after_op(anchor_op=op, old_var=op.outputs[0], new_var=fixed,
+                                                            no_check_var_types=True)
+            repaired.append(op.name)
+            block.remove_ops([op])
+            _infer_consumers(block, fixed)
 
     @register_pass(namespace="edgekit", name="fp16_range_constants")
-    class Fp16RangeConstants(AbstractGraphPass):  # type: ignore[misc]
-        def apply(self, prog: Any) -> None:
-            for function in prog.functions.values():
-                self._block(function)
-
-        @block_context_manager
-        def _block(self, block: Any) -> None:
-            for op in list(block.operations):
-                for inner in op.blocks:
-                    self._block(inner)
-                if op.op_type != "const" or op.outputs[0].dtype != types.fp32:
-                    continue
-                value = np.asarray(op.outputs[0].val)
-                if not (np.abs(value) > FP16_MAX).any():
-                    continue
-                finite = np.clip(value, -FP16_MAX, FP16_MAX).astype(np.float32)
-                new = mb.const(val=finite if finite.ndim else np.float32(finite), before_op=op, name=op.name + "_fp16")
-                op.enclosing_block.replace_uses_of_var_after_op(anchor_op=op, old_var=op.outputs[0], new_var=new)
-                clamped.append(op.name)
-                block.remove_ops([op])
+    class Fp16RangeConstants(OpRewritePass):
+        def rewrite(self, op: Any, block: Any) -> None:
+            if op.op_type != "const" or op.outputs[0].dtype != types.fp32:
+                return
+            value = np.asarray(op.outputs[0].val)
+            if not (np.abs(value) > FP16_MAX).any():
+                return
+            finite = np.clip(value, -FP16_MAX, FP16_MAX).astype(np.float32)
+            new = mb.const(val=finite if finite.ndim else np.float32(finite), before_op=op, name=op.name + "_fp16")
+            op.enclosing_block.replace_uses_of_var_after_op(anchor_op=op, old_var=op.outputs[0], new_var=new)
+            clamped.append(op.name)
+            block.remove_ops([op])
 
     _registered = True
 
