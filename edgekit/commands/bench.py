@@ -18,6 +18,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from edgekit.commands.output import emit_json
 from edgekit.errors import BudgetError, OutputError
 
 
@@ -106,7 +107,7 @@ def run(
     from edgekit import bench as core
     from edgekit.config import load_profile
     from edgekit.errors import DataError
-    from edgekit.machine import describe
+    from edgekit.machine import describe, same_arch
 
     _refuse_overwriting(artifacts, json_out, csv_out)
     if as_json and str(csv_out) == "-":
@@ -127,7 +128,7 @@ def run(
 
     failures = []
     for profile in profiles:
-        if profile.device.arch != platform.machine():
+        if not same_arch(profile.device.arch):
             status_console.print(
                 f"[yellow]note:[/] measured on {platform.machine()}; target {profile.name} is {profile.device.arch}. "
                 "The verdicts describe this machine, not the target device."
@@ -286,12 +287,11 @@ def _refuse_overwriting(artifacts: tuple[Path, ...], *outputs: Path | None) -> N
 
 
 def _emit_json(document: dict[str, Any], as_json: bool, json_out: Path | None) -> None:
-    """The --json / --json-out convention every reporting command shares: stdout, a file, or both."""
-    text = json.dumps(document, indent=2) + "\n"
+    """--json prints the document on stdout (as every reporting command does), --json-out writes it to a file."""
     if json_out is not None:
-        _write(json_out, text)
+        _write(json_out, json.dumps(document, indent=2) + "\n")
     if as_json:
-        click.echo(text, nl=False)
+        emit_json(document)
 
 
 def _write(destination: Path, text: str) -> None:
