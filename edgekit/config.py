@@ -11,11 +11,13 @@ from __future__ import annotations
 import difflib
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from edgekit.compress.config import DistillConfig, PruneConfig, SearchSpace
 from edgekit.errors import ConfigError, TargetNotFoundError
+from edgekit.strict import StrictModel, validation_problems
 
 Format = Literal["onnx", "tflite", "coreml"]
 Precision = Literal["fp32", "fp16", "int8", "dynamic-int8", "int4"]
@@ -26,30 +28,6 @@ PROFILES_DIR = Path(__file__).parent / "targets"
 SEMVER = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$"
 
 
-class StrictModel(BaseModel):
-    """Base for every config model: unknown keys are errors, values are frozen."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    def merged(self, override: Self | None) -> Self:
-        """A copy with every field set in ``override`` replacing ours (layered configs: profile, then build config)."""
-        if override is None:
-            return self
-        # getattr, not model_dump: nested models must stay models, not become dicts.
-        return self.model_copy(update={name: getattr(override, name) for name in override.model_fields_set})
-
-
-def validation_problems(err: ValidationError) -> str:
-    """One clause per problem, naming the key path, e.g. ``unknown key 'budgets.max_sise_mb'``."""
-    lines = []
-    for item in err.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        lines.append(f"unknown key '{where}'" if item["type"] == "extra_forbidden" else f"'{where}': {item['msg']}")
-    return "; ".join(lines)
-
-
-# Below StrictModel on purpose: compress.config subclasses it (see edgekit/compress/__init__.py).
-from edgekit.compress.config import DistillConfig, PruneConfig, SearchSpace  # noqa: E402
 
 
 class Budgets(StrictModel):

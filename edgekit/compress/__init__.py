@@ -10,8 +10,3 @@
 
 Only ``config`` is light; the rest import torch, so import them where used.
 """
-
-# edgekit.config imports compress.config (the [prune]/[distill] tables of BuildConfig), and
-# compress.config subclasses edgekit.config.StrictModel. Importing edgekit.config first, here,
-# keeps that cycle ordered whichever of the two a program imports first. Both are light.
-import edgekit.config  # noqa: E402,F401

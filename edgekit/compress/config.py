@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from edgekit.config import StrictModel, validation_problems
+from edgekit.strict import StrictModel, validation_problems
 from edgekit.errors import ConfigError
 
 

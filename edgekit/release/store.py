@@ -299,119 +299,119 @@ def install_bundle(
             manifest, _key = check_manifest(manifest_bytes, signature, public_key, app_version=app_version)
             model, release = manifest["model"]["name"], manifest["release"]
             version_text = release["version"]
-            version = parse_semver(version_text)
             if state is not None and state["model"] != model:
                 raise InputError(
                     f"store {root} holds model {state['model']}, the bundle is {model}",
                     "Install each model into its own store (--into)",
                 )
             manifest_sha = sha256_bytes(manifest_bytes)
-            base = {
-                "model": model,
-                "version": version_text,
-                "device_id": device_id,
-                "rollout_percentage": release["rollout_percentage"],
-            }
-            if current is not None:
-                installed = parse_semver(current["version"])
-                if version == installed:
-                    if current["manifest_sha256"] == manifest_sha:
-                        kept = state.get("previous") if state else None
-                        return InstallResult(
-                            "unchanged",
-                            previous=kept["version"] if kept else None,
-                            bucket=None,
-                            sha256=current["sha256"],
-                            path=store.version_dir(version_text),
-                            **base,
-                        )
-                    raise SecurityError(
-                        f"version {version_text} is already installed with different contents",
-                        "Refuse this bundle; a new release needs a new version number",
-                    )
-                if version < installed and not allow_downgrade:
-                    raise SecurityError(
-                        f"bundle version {version_text} is lower than the installed version {installed} (a downgrade)",
-                        "Refuse it; to go back on purpose use edgekit rollback, or pass --allow-downgrade",
-                    )
-            bucket = rollout.bucket(model, version_text, device_id) if device_id is not None else None
-            if not force and state is not None and version_text in state.get("rolled_back", []):
-                return InstallResult("blocked", previous=current["version"] if current else None, bucket=bucket,
-                                     sha256=None, path=None, **base)
-            if not force and release["rollout_percentage"] < 100:
-                if device_id is None:
-                    raise InputError(
-                        f"release {version_text} rolls out to {release['rollout_percentage']}% of devices "
-                        "and this device has no id",
-                        f"Pass --device-id, set ${rollout.DEVICE_ID_ENV}, or pass --force to install anyway",
-                    )
-                if not rollout.selected(model, version_text, device_id, release["rollout_percentage"]):
-                    return InstallResult(
-                        "deferred",
-                        previous=current["version"] if current else None,
-                        bucket=bucket,
-                        sha256=None,
-                        path=None,
-                        **base,
-                    )
-            previous = state.get("previous") if state else None
-            existing = store.version_dir(version_text)
-            if (
-                previous is not None
-                and previous["version"] == version_text
-                and previous["manifest_sha256"] != manifest_sha
-            ):
-                raise SecurityError(
-                    f"a different build of version {version_text} is kept as the previous version",
-                    "Refuse this bundle; a new release needs a new version number",
-                )
-            staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=store.root))
-            try:
-                reader.extract(file_entries(manifest), staging)
-                check_artifacts(manifest, staging)
-                _write_durable(staging / MANIFEST_NAME, manifest_bytes)
-                _write_durable(staging / SIGNATURE_NAME, signature or b"")
-                _fsync_tree(staging)
-                bundle_sha = reader.sha256
-                # Everything is verified; only now may the store change.
-                if not (previous is not None and previous["version"] == version_text and _intact(store, version_text)):
-                    # Not the kept previous version (or a damaged copy of it): an orphan from an
-                    # interrupted run, or nothing. Replace it with the verified staging folder.
-                    store.remove_version(version_text)
-                    store.versions.mkdir(exist_ok=True)
-                    os.replace(staging, existing)
-                    _fsync_dir(store.versions)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
+            base = {"model": model, "version": version_text, "device_id": device_id,
+                    "rollout_percentage": release["rollout_percentage"]}
+            early = _unchanged_or_refused(store, state, version_text, manifest_sha, allow_downgrade, base)
+            if early is None:
+                early = _rollout_decision(state, release, force, base)
+            if early is not None:
+                return early
+            bundle_sha = _stage_version(store, state, reader, manifest, manifest_bytes, signature)
         record = _record(version_text, manifest_bytes, bundle_sha)
         blocked = [v for v in (state or {}).get("rolled_back", []) if v != version_text]  # a forced install unblocks
         store.write_state({"schema": STATE_VERSION, "model": model, "current": record, "previous": current,
                            **({"rolled_back": blocked} if blocked else {})})
-        store.log(
-            {
-                "event": "install",
-                "time": record["installed_at"],
-                "model": model,
-                "version": version_text,
-                "sha256": bundle_sha,
-                "manifest_sha256": record["manifest_sha256"],
-                "previous": current["version"] if current else None,
-                "device_id": device_id,
-                "channel": release["channel"],
-                "target": release["target"],
-                "forced": force,
-                "downgrade": bool(current) and version < parse_semver(current["version"]),
-            }
-        )
+        downgrade = bool(current) and parse_semver(version_text) < parse_semver(current["version"])
+        store.log({"event": "install", "time": record["installed_at"], "model": model, "version": version_text,
+                   "sha256": bundle_sha, "manifest_sha256": record["manifest_sha256"],
+                   "previous": current["version"] if current else None, "device_id": device_id,
+                   "channel": release["channel"], "target": release["target"], "forced": force,
+                   "downgrade": downgrade})
         store.prune({version_text} | ({current["version"]} if current else set()))
-        return InstallResult(
-            "installed",
-            previous=current["version"] if current else None,
-            bucket=bucket,
-            sha256=bundle_sha,
-            path=existing,
-            **base,
+        bucket = rollout.bucket(model, version_text, device_id) if device_id is not None else None
+        return InstallResult("installed", previous=current["version"] if current else None, bucket=bucket,
+                             sha256=bundle_sha, path=store.version_dir(version_text), **base)
+
+
+def _unchanged_or_refused(
+    store: Store, state: dict[str, Any] | None, version_text: str, manifest_sha: str, allow_downgrade: bool,
+    base: dict[str, Any],
+) -> InstallResult | None:
+    """"unchanged" when this exact release is current; raises for a same-version rebuild or a downgrade."""
+    current = state["current"] if state else None
+    if current is None:
+        return None
+    version, installed = parse_semver(version_text), parse_semver(current["version"])
+    if version == installed:
+        if current["manifest_sha256"] == manifest_sha:
+            kept = state.get("previous") if state else None
+            return InstallResult("unchanged", previous=kept["version"] if kept else None, bucket=None,
+                                 sha256=current["sha256"], path=store.version_dir(version_text), **base)
+        raise SecurityError(
+            f"version {version_text} is already installed with different contents",
+            "Refuse this bundle; a new release needs a new version number",
         )
+    if version < installed and not allow_downgrade:
+        raise SecurityError(
+            f"bundle version {version_text} is lower than the installed version {installed} (a downgrade)",
+            "Refuse it; to go back on purpose use edgekit rollback, or pass --allow-downgrade",
+        )
+    return None
+
+
+def _rollout_decision(
+    state: dict[str, Any] | None, release: dict[str, Any], force: bool, base: dict[str, Any]
+) -> InstallResult | None:
+    """"blocked" (rolled back here before) or "deferred" (outside the rollout), or None to install."""
+    model, version_text, device_id = base["model"], base["version"], base["device_id"]
+    current = state["current"] if state else None
+    previous = current["version"] if current else None
+    bucket = rollout.bucket(model, version_text, device_id) if device_id is not None else None
+    if force:
+        return None
+    if state is not None and version_text in state.get("rolled_back", []):
+        return InstallResult("blocked", previous=previous, bucket=bucket, sha256=None, path=None, **base)
+    if release["rollout_percentage"] < 100:
+        if device_id is None:
+            raise InputError(
+                f"release {version_text} rolls out to {release['rollout_percentage']}% of devices "
+                "and this device has no id",
+                f"Pass --device-id, set ${rollout.DEVICE_ID_ENV}, or pass --force to install anyway",
+            )
+        if not rollout.selected(model, version_text, device_id, release["rollout_percentage"]):
+            return InstallResult("deferred", previous=previous, bucket=bucket, sha256=None, path=None, **base)
+    return None
+
+
+def _stage_version(
+    store: Store, state: dict[str, Any] | None, reader: Any, manifest: dict[str, Any], manifest_bytes: bytes,
+    signature: bytes | None,
+) -> str:
+    """Extract and check every file into a staging folder, then rename it into ``versions/``; the bundle's sha256.
+
+    The store changes only after everything is verified.
+    """
+    version_text = manifest["release"]["version"]
+    previous = state.get("previous") if state else None
+    kept_previous = previous is not None and previous["version"] == version_text
+    if kept_previous and previous["manifest_sha256"] != sha256_bytes(manifest_bytes):
+        raise SecurityError(
+            f"a different build of version {version_text} is kept as the previous version",
+            "Refuse this bundle; a new release needs a new version number",
+        )
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=store.root))
+    try:
+        reader.extract(file_entries(manifest), staging)
+        check_artifacts(manifest, staging)
+        _write_durable(staging / MANIFEST_NAME, manifest_bytes)
+        _write_durable(staging / SIGNATURE_NAME, signature or b"")
+        _fsync_tree(staging)
+        if not (kept_previous and _intact(store, version_text)):
+            # Not the kept previous version (or a damaged copy of it): an orphan from an
+            # interrupted run, or nothing. Replace it with the verified staging folder.
+            store.remove_version(version_text)
+            store.versions.mkdir(exist_ok=True)
+            os.replace(staging, store.version_dir(version_text))
+            _fsync_dir(store.versions)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return reader.sha256
 
 
 def _intact(store: Store, version: str) -> bool:

@@ -14,14 +14,12 @@ manifest's ``metrics.latency_p50_ms``, measured where the build ran), and
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 from edgekit.errors import ArtifactError, DataError
+from edgekit.report.markup import escape, img, new_figure, number, percent, png, size
 
 REPORT_NAME = "report.html"
 BENCH_DIR = "bench"
@@ -104,32 +102,10 @@ def _load_searches(build_dir: Path, manifest: dict[str, Any]) -> tuple[dict[str,
 # ------------------------------------------------------------------- formatting
 
 
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def _num(value: Any, spec: str = ".3g", suffix: str = "") -> str:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return "–"
-    return f"{value:{spec}}{suffix}"
-
-
-def _pct(value: Any, digits: int = 1) -> str:
-    return _num(value * 100 if isinstance(value, (int, float)) else None, f".{digits}f", "%")
-
-
-def _size(size: Any) -> str:
-    if not isinstance(size, (int, float)):
-        return "–"
-    if size >= 2**20:
-        return f"{size / 2**20:.2f} MB"
-    return f"{size / 1024:.1f} KB"
-
-
 def _badge(status: Any) -> str:
     text = str(status)
     cls = "pass" if text in ("pass", "passed", "True") else "fail" if text in ("fail", "failed", "False") else "other"
-    return f'<span class="badge {cls}">{_e(text)}</span>'
+    return f'<span class="badge {cls}">{escape(text)}</span>'
 
 
 def _checks(checks: list[dict[str, Any]]) -> str:
@@ -137,11 +113,11 @@ def _checks(checks: list[dict[str, Any]]) -> str:
     for check in checks:
         status = str(check.get("status"))
         cls = "pass" if status == "pass" else "fail" if status == "fail" else "other"
-        value = _num(check.get("value"), ".4g")
+        value = number(check.get("value"), ".4g")
         where = f"{check['target']}: " if check.get("target") and check.get("from_bench") else ""
-        title = _e(check.get("note") or "")
-        chips.append(f'<span class="chip {cls}" title="{title}">{_e(where)}{_e(check.get("budget"))} '
-                     f"{_e(value)} / {_e(check.get('limit'))} {'✓' if cls == 'pass' else '✗' if cls == 'fail' else '?'}"
+        title = escape(check.get("note") or "")
+        chips.append(f'<span class="chip {cls}" title="{title}">{escape(where)}{escape(check.get("budget"))} '
+                     f"{escape(value)} / {escape(check.get('limit'))} {'✓' if cls == 'pass' else '✗' if cls == 'fail' else '?'}"
                      "</span>")
     return " ".join(chips) or '<span class="muted">–</span>'
 
@@ -196,28 +172,11 @@ def _latency_cell(figures: list[tuple[str, float, str]]) -> str:
     for kind, ms, label in figures:
         cls = ' class="est"' if kind == "estimate" else ""
         where = f"bench · {label}" if kind == "bench" else kind
-        lines.append(f'<span{cls} title="{_e(label)}">{_e(_num(ms, ".3g"))} ms</span> <span class="src">{_e(where)}</span>')
+        lines.append(f'<span{cls} title="{escape(label)}">{escape(number(ms, ".3g"))} ms</span> <span class="src">{escape(where)}</span>')
     return "<br>".join(lines)
 
 
 # ------------------------------------------------------------------- charts
-
-
-def _png(figure: Any) -> str:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(figure)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _figure(width: float = 6.0, height: float = 4.0) -> Any:
-    # Figure + Agg canvas directly (no pyplot): no global backend switch, no GUI.
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height))
-    return figure, figure.add_subplot(1, 1, 1)
 
 
 _MARKERS = {"onnx": "o", "tflite": "s", "coreml": "^"}
@@ -231,7 +190,7 @@ def _size_accuracy_chart(manifest: dict[str, Any]) -> str | None:
     points = [(a, y) for a, y in points if isinstance(y, (int, float)) and isinstance(a.get("size_bytes"), (int, float))]
     if not points:
         return None
-    figure, axes = _figure()
+    figure, axes = new_figure()
     targets = sorted({str(a.get("target")) for a, _ in points})
     colours = {t: f"C{i % 10}" for i, t in enumerate(targets)}
     seen = set()
@@ -255,7 +214,7 @@ def _size_accuracy_chart(manifest: dict[str, Any]) -> str | None:
     axes.set_title("Size vs " + ("accuracy" if key == "accuracy" else "agreement with FP32"))
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="best")
-    return _png(figure)
+    return png(figure)
 
 
 def _latency_chart(manifest: dict[str, Any], bench: list[dict[str, Any]]) -> str | None:
@@ -271,7 +230,7 @@ def _latency_chart(manifest: dict[str, Any], bench: list[dict[str, Any]]) -> str
         return None
     rows.sort(key=lambda r: (r[0], r[1]))
     kinds = [k for k in ("bench", "build host", "estimate") if any(k in r[2] for r in rows)]
-    figure, axes = _figure(max(6.0, 0.9 * len(rows) + 2), 4.2)
+    figure, axes = new_figure(max(6.0, 0.9 * len(rows) + 2), 4.2)
     width = 0.8 / len(kinds)
     styles = {"bench": dict(color="C0"), "build host": dict(color="C2"),
               "estimate": dict(color="white", edgecolor="C4", hatch="//")}
@@ -288,14 +247,14 @@ def _latency_chart(manifest: dict[str, Any], bench: list[dict[str, Any]]) -> str
     axes.set_title("Latency per precision (p50; estimates hatched)")
     axes.grid(axis="y", alpha=0.3)
     axes.legend(fontsize=8)
-    return _png(figure)
+    return png(figure)
 
 
 def _bench_chart(bench: list[dict[str, Any]]) -> str | None:
     measured = [r for r in bench if "skipped" not in r and isinstance(r.get("latency_ms"), dict)]
     if not measured:
         return None
-    figure, axes = _figure(9.0, 0.4 * len(measured) + 1.4)
+    figure, axes = new_figure(9.0, 0.4 * len(measured) + 1.4)
     labels = [f"{r['_machine'][:28]} · {r['artifact']} · {r.get('threads')}t b{r.get('batch')}" for r in measured]
     p50 = [r["latency_ms"]["p50"] for r in measured]
     p90 = [r["latency_ms"]["p90"] for r in measured]
@@ -311,7 +270,7 @@ def _bench_chart(bench: list[dict[str, Any]]) -> str | None:
     axes.set_title("Measured on devices (edgekit bench)")
     axes.grid(axis="x", alpha=0.3)
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _png(figure)
+    return png(figure)
 
 
 def _charts(manifest: dict[str, Any], bench: list[dict[str, Any]]) -> tuple[dict[str, str | None], str | None]:
@@ -330,25 +289,19 @@ def _charts(manifest: dict[str, Any], bench: list[dict[str, Any]]) -> tuple[dict
 # ------------------------------------------------------------------- page
 
 
-def _img(data: str | None, caption: str) -> str:
-    if not data:
-        return ""
-    return f'<figure><img alt="{_e(caption)}" src="data:image/png;base64,{data}"><figcaption>{_e(caption)}</figcaption></figure>'
-
-
 def _coverage_cell(coverage: Any) -> str:
     """Share of weights in the requested precision, fast-path ops, and the largest ops left float with why."""
     if not isinstance(coverage, dict) or "weights_share" not in coverage:
         return "–"
-    lines = [f"{_pct(coverage['weights_share'])} of weights"]
+    lines = [f"{percent(coverage['weights_share'])} of weights"]
     if isinstance(coverage.get("fast_share"), (int, float)):
-        lines.append(f"{_pct(coverage['fast_share'])} of compute ops on the fast path")
+        lines.append(f"{percent(coverage['fast_share'])} of compute ops on the fast path")
     if coverage.get("partial"):
-        lines.append(f"<b>partial</b> (below {_pct(coverage.get('floor'))})")
+        lines.append(f"<b>partial</b> (below {percent(coverage.get('floor'))})")
     floats = coverage.get("float_ops") or []
     for op in floats[:5]:
-        where = f" ({_e(op.get('module'))})" if op.get("module") else ""
-        lines.append(f'<span class="src">float: {_e(op.get("name"))}{where}: {_e(op.get("reason"))}</span>')
+        where = f" ({escape(op.get('module'))})" if op.get("module") else ""
+        lines.append(f'<span class="src">float: {escape(op.get("name"))}{where}: {escape(op.get("reason"))}</span>')
     if len(floats) > 5:
         lines.append(f'<span class="src">… {len(floats) - 5} more float op(s) in the report JSON</span>')
     return "<br>".join(lines)
@@ -360,22 +313,22 @@ def _artifact_table(artifacts: list[dict[str, Any]], bench: list[dict[str, Any]]
     rows = []
     for a in artifacts:
         m = a.get("metrics") or {}
-        accuracy = _pct(m.get("accuracy"))
+        accuracy = percent(m.get("accuracy"))
         if isinstance(m.get("accuracy_drop"), (int, float)):
-            accuracy += f'<br><span class="src">drop {_e(_num(m["accuracy_drop"] * 100, ".2f"))} pp</span>'
+            accuracy += f'<br><span class="src">drop {escape(number(m["accuracy_drop"] * 100, ".2f"))} pp</span>'
         agreement = []
         if isinstance(m.get("top1_agreement"), (int, float)):
-            agreement.append(f"top-1 {_pct(m['top1_agreement'])}")
+            agreement.append(f"top-1 {percent(m['top1_agreement'])}")
         if isinstance(m.get("cosine"), (int, float)):
-            agreement.append(f"cosine {_num(m['cosine'], '.4f')}")
+            agreement.append(f"cosine {number(m['cosine'], '.4f')}")
         if isinstance(m.get("sqnr_db"), (int, float)):
-            agreement.append(f"SQNR {_num(m['sqnr_db'], '.1f')} dB")
+            agreement.append(f"SQNR {number(m['sqnr_db'], '.1f')} dB")
         if isinstance(m.get("max_abs_error"), (int, float)):
-            agreement.append(f"max |err| {_num(m['max_abs_error'], '.3g')}")
+            agreement.append(f"max |err| {number(m['max_abs_error'], '.3g')}")
         if isinstance(m.get("samples"), (int, float)) and isinstance(m.get("samples_available"), (int, float)) \
                 and m["samples"] < m["samples_available"]:
             low, high = m.get("cosine_ci95_low"), m.get("cosine_ci95_high")
-            interval = f", cosine 95% CI {_num(low, '.4f')}–{_num(high, '.4f')}" if low is not None else ""
+            interval = f", cosine 95% CI {number(low, '.4f')}–{number(high, '.4f')}" if low is not None else ""
             agreement.append(f"on {int(m['samples'])} of {int(m['samples_available'])} samples{interval}")
         judged = a.get("quality_decided_by")
         if isinstance(judged, list):
@@ -385,11 +338,11 @@ def _artifact_table(artifacts: list[dict[str, Any]], bench: list[dict[str, Any]]
             checks += [{**c, "from_bench": True, "note": f"bench on {result['_machine']}: {c.get('note', '')}"}
                        for c in result.get("budgets", [])]
         recipe = "/".join(str(x) for x in (a.get("model_variant"), a.get("variant")) if x)
-        name = (f"<b>{_e(a.get('format'))} {_e(a.get('precision'))}</b> <span class=\"src\">{_e(recipe)}</span>"
-                f"<br><span class=\"src\">{_e(a.get('path'))}</span>")
+        name = (f"<b>{escape(a.get('format'))} {escape(a.get('precision'))}</b> <span class=\"src\">{escape(recipe)}</span>"
+                f"<br><span class=\"src\">{escape(a.get('path'))}</span>")
         rows.append(
-            f"<tr><td>{name}</td><td class=\"num\">{_size(a.get('size_bytes'))}</td><td class=\"num\">{accuracy}</td>"
-            f"<td>{'<br>'.join(_e(x) for x in agreement) or '–'}</td><td>{_coverage_cell(a.get('coverage'))}</td>"
+            f"<tr><td>{name}</td><td class=\"num\">{size(a.get('size_bytes'))}</td><td class=\"num\">{accuracy}</td>"
+            f"<td>{'<br>'.join(escape(x) for x in agreement) or '–'}</td><td>{_coverage_cell(a.get('coverage'))}</td>"
             f"<td class=\"num\">{_latency_cell(_latencies(a, bench))}</td><td>{_checks(checks)}</td>"
             f"<td>{_badge('pass' if a.get('passed') else 'fail' if a.get('passed') is False else 'unknown')}</td></tr>"
         )
@@ -402,20 +355,20 @@ def _bench_table(bench: list[dict[str, Any]]) -> str:
     rows = []
     for r in bench:
         if "skipped" in r:
-            rows.append(f"<tr><td>{_e(r['_machine'])}</td><td>{_e(r.get('artifact'))}</td>"
-                        f"<td colspan=\"10\" class=\"muted\">skipped: {_e(r['skipped'])}</td><td>{_e(r['_file'])}</td></tr>")
+            rows.append(f"<tr><td>{escape(r['_machine'])}</td><td>{escape(r.get('artifact'))}</td>"
+                        f"<td colspan=\"10\" class=\"muted\">skipped: {escape(r['skipped'])}</td><td>{escape(r['_file'])}</td></tr>")
             continue
         lat, mem = r.get("latency_ms", {}), r.get("memory", {})
-        ms = lambda v: _num(v, ".3g", " ms")  # noqa: E731
+        ms = lambda v: number(v, ".3g", " ms")  # noqa: E731
         rows.append(
-            f"<tr><td>{_e(r['_machine'])}</td><td>{_e(r.get('artifact'))}</td>"
-            f"<td>{_e(r.get('runtime'))} {_e(r.get('runtime_version'))}</td><td class=\"num\">{_e(r.get('threads'))}</td>"
-            f"<td class=\"num\">{_e(r.get('batch'))}</td><td class=\"num\">{ms(r.get('cold_start_ms'))}</td>"
+            f"<tr><td>{escape(r['_machine'])}</td><td>{escape(r.get('artifact'))}</td>"
+            f"<td>{escape(r.get('runtime'))} {escape(r.get('runtime_version'))}</td><td class=\"num\">{escape(r.get('threads'))}</td>"
+            f"<td class=\"num\">{escape(r.get('batch'))}</td><td class=\"num\">{ms(r.get('cold_start_ms'))}</td>"
             f"<td class=\"num\">{ms(lat.get('p50'))}</td><td class=\"num\">{ms(lat.get('p90'))}</td>"
             f"<td class=\"num\">{ms(lat.get('p99'))}</td>"
-            f"<td class=\"num\">{_num((r.get('throughput') or {}).get('samples_per_s'), ',.0f')}</td>"
-            f"<td class=\"num\">{_num(mem.get('peak_rss_mb'), '.1f', ' MiB')}</td>"
-            f"<td>{_checks(r.get('budgets', []))}</td><td class=\"src\">{_e(r['_file'])}</td></tr>"
+            f"<td class=\"num\">{number((r.get('throughput') or {}).get('samples_per_s'), ',.0f')}</td>"
+            f"<td class=\"num\">{number(mem.get('peak_rss_mb'), '.1f', ' MiB')}</td>"
+            f"<td>{_checks(r.get('budgets', []))}</td><td class=\"src\">{escape(r['_file'])}</td></tr>"
         )
     return f"<table>{head}{''.join(rows)}</table>"
 
@@ -442,34 +395,34 @@ def render_report(manifest: dict[str, Any], bench_documents: list[tuple[str, dic
     parts = [
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
-        f"<title>edgekit report: {_e(title)}</title><style>{_CSS}</style></head><body><main>",
-        f"<h1>{_e(title)}</h1>",
-        f"<div class=\"muted small\">built {_e(manifest.get('created_at'))} with edgekit {_e(toolkit.get('edgekit'))}"
-        f" · source sha256 {_e(str(model.get('source_sha256', ''))[:16])}…"
-        f" · {_e(', '.join(f'{k} {v}' for k, v in (toolkit.get('versions') or {}).items()))}</div>",
+        f"<title>edgekit report: {escape(title)}</title><style>{_CSS}</style></head><body><main>",
+        f"<h1>{escape(title)}</h1>",
+        f"<div class=\"muted small\">built {escape(manifest.get('created_at'))} with edgekit {escape(toolkit.get('edgekit'))}"
+        f" · source sha256 {escape(str(model.get('source_sha256', ''))[:16])}…"
+        f" · {escape(', '.join(f'{k} {v}' for k, v in (toolkit.get('versions') or {}).items()))}</div>",
         "<div class=\"cards\">",
         f"<div class=\"card\"><span class=\"muted\">artifacts passing</span><b>{passed} / {len(artifacts)}</b></div>",
         f"<div class=\"card\"><span class=\"muted\">targets</span><b>{len(targets)}</b></div>",
-        f"<div class=\"card\"><span class=\"muted\">FP32 reference accuracy</span><b>{_pct(reference.get('accuracy'))}</b></div>",
-        f"<div class=\"card\"><span class=\"muted\">evaluation data</span><b>{_e(data.get('evaluation_size', '–'))}</b>"
-        f"<span class=\"src\">{_e(data.get('file', ''))}{' · labelled' if data.get('labelled') else ''}</span></div>",
+        f"<div class=\"card\"><span class=\"muted\">FP32 reference accuracy</span><b>{percent(reference.get('accuracy'))}</b></div>",
+        f"<div class=\"card\"><span class=\"muted\">evaluation data</span><b>{escape(data.get('evaluation_size', '–'))}</b>"
+        f"<span class=\"src\">{escape(data.get('file', ''))}{' · labelled' if data.get('labelled') else ''}</span></div>",
         f"<div class=\"card\"><span class=\"muted\">bench results</span><b>{len(bench)}</b>"
         f"<span class=\"src\">{len(bench_documents)} file(s)</span></div>",
         "</div>",
     ]
-    parts += [f'<p class="note">{_e(n)}</p>' for n in notes]
+    parts += [f'<p class="note">{escape(n)}</p>' for n in notes]
     if charts.get("size_accuracy") or charts.get("latency"):
         parts.append("<h2>Overview</h2><div class=\"grid\">")
-        parts.append(_img(charts.get("size_accuracy"), "Size against accuracy; red edge = artifact misses a budget"))
-        parts.append(_img(charts.get("latency"), "p50 latency per artifact; hatched bars are estimates, not measurements"))
+        parts.append(img(charts.get("size_accuracy"), "Size against accuracy; red edge = artifact misses a budget"))
+        parts.append(img(charts.get("latency"), "p50 latency per artifact; hatched bars are estimates, not measurements"))
         parts.append("</div>")
     for target in targets:
         name = target.get("name")
         mine = [a for a in artifacts if a.get("target") == name]
         status = target.get("status") or ("passed" if mine and all(a.get("passed") for a in mine) else "failed")
-        parts.append(f"<h2>{_e(name)} {_badge(status)}</h2>")
+        parts.append(f"<h2>{escape(name)} {_badge(status)}</h2>")
         for message in target.get("messages") or []:
-            parts.append(f'<p class="note">{_e(message)}</p>')
+            parts.append(f'<p class="note">{escape(message)}</p>')
         parts.append(_artifact_table(mine, bench, reference) if mine else '<p class="muted">no artifacts</p>')
         for artifact in mine:
             record = (searches or {}).get(str(artifact.get("path")))
@@ -479,9 +432,9 @@ def render_report(manifest: dict[str, Any], bench_documents: list[tuple[str, dic
                 parts.append(search_section(artifact, record))
     if bench:
         parts.append("<h2>Device benchmarks</h2>")
-        parts.append(_img(charts.get("bench"), "p50 bars with p90 and p99 ticks, per machine, artifact, threads and batch"))
+        parts.append(img(charts.get("bench"), "p50 bars with p90 and p99 ticks, per machine, artifact, threads and batch"))
         parts.append(_bench_table(bench))
-    parts.append(f'<p class="muted small">{_e(_ESTIMATE_NOTE)}</p></main></body></html>')
+    parts.append(f'<p class="muted small">{escape(_ESTIMATE_NOTE)}</p></main></body></html>')
     return "\n".join(parts)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgekit.report.html import _e, _figure, _img, _num, _pct, _png, _size
+from edgekit.report.markup import escape, img, new_figure, number, percent, png, size
 
 _PRECISION_MARKERS = {"fp32": "o", "fp16": "s", "int8": "^", "dynamic-int8": "v", "int4": "D"}
 
@@ -48,7 +48,7 @@ def pareto_chart(record: dict[str, Any]) -> str | None:
     latencies = [r["latency_p50_ms"] for r in rows if isinstance(r.get("latency_p50_ms"), (int, float))]
     norm = Normalize(min(latencies), max(latencies)) if latencies else None
     cmap = colormaps["viridis"]
-    figure, axes = _figure(7.0, 4.4)
+    figure, axes = new_figure(7.0, 4.4)
     for precision, marker in _PRECISION_MARKERS.items():
         mine = [r for r in rows if r.get("precision") == precision]
         for r in mine:
@@ -82,7 +82,7 @@ def pareto_chart(record: dict[str, Any]) -> str | None:
     axes.set_title(f"{len(rows)} candidates; hollow red = misses a budget")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="lower right")
-    return _png(figure)
+    return png(figure)
 
 
 def search_section(artifact: dict[str, Any], record: dict[str, Any]) -> str:
@@ -90,10 +90,10 @@ def search_section(artifact: dict[str, Any], record: dict[str, Any]) -> str:
     rows = [r for r in record.get("candidates") or [] if isinstance(r, dict)]
     quality = _quality_key(rows) if rows else "accuracy"
     title = f"{artifact.get('format')} search: shipped {record.get('chosen')}"
-    parts = [f"<h3>{_e(title)}</h3>",
-             f"<p class=\"small\">objective: <b>{_e(record.get('objective'))}</b> — {_e(record.get('reason'))}"
-             + (f"; {_e(record['note'])}" if record.get("note") else "") + "</p>",
-             _img(pareto_chart(record), "Size against quality; colour = host latency; hollow red = misses a budget; "
+    parts = [f"<h3>{escape(title)}</h3>",
+             f"<p class=\"small\">objective: <b>{escape(record.get('objective'))}</b> — {escape(record.get('reason'))}"
+             + (f"; {escape(record['note'])}" if record.get("note") else "") + "</p>",
+             img(pareto_chart(record), "Size against quality; colour = host latency; hollow red = misses a budget; "
                                         "line = Pareto front; star = shipped")]
     head = ("<tr><th>candidate</th><th>model</th><th>precision</th><th>size</th><th>download</th>"
             f"<th>{'accuracy' if quality == 'accuracy' else 'cosine'}</th><th>host p50</th>"
@@ -102,18 +102,18 @@ def search_section(artifact: dict[str, Any], record: dict[str, Any]) -> str:
             "<th>budgets</th></tr>")
     body = []
     for r in rows:
-        score = _pct(r.get("accuracy"), 2) if quality == "accuracy" else _num(r.get("cosine"), ".5f")
+        score = percent(r.get("accuracy"), 2) if quality == "accuracy" else number(r.get("cosine"), ".5f")
         verdict = "meets all" if r.get("passed") else "misses " + ", ".join(str(f) for f in r.get("failed") or [])
         style = ' style="background:#fff8c5"' if r.get("candidate") == record.get("chosen") else ""
         body.append(
-            f"<tr{style}><td>{_e(r.get('recipe'))}</td><td>{_e(r.get('model'))}</td><td>{_e(r.get('precision'))}</td>"
-            f"<td class=\"num\">{_size(r.get('size_bytes'))}</td><td class=\"num\">{_size(r.get('download_bytes'))}</td>"
-            f"<td class=\"num\">{score}</td><td class=\"num\">{_num(r.get('latency_p50_ms'), '.3g', ' ms')}</td>"
-            f"<td class=\"num\">{_num(r.get('latency_vs_fp32'), '.2f', 'x')}</td>"
-            f"<td>{'yes' if r.get('pareto') else ''}</td><td>{_e(verdict)}</td></tr>")
+            f"<tr{style}><td>{escape(r.get('recipe'))}</td><td>{escape(r.get('model'))}</td><td>{escape(r.get('precision'))}</td>"
+            f"<td class=\"num\">{size(r.get('size_bytes'))}</td><td class=\"num\">{size(r.get('download_bytes'))}</td>"
+            f"<td class=\"num\">{score}</td><td class=\"num\">{number(r.get('latency_p50_ms'), '.3g', ' ms')}</td>"
+            f"<td class=\"num\">{number(r.get('latency_vs_fp32'), '.2f', 'x')}</td>"
+            f"<td>{'yes' if r.get('pareto') else ''}</td><td>{escape(verdict)}</td></tr>")
     parts.append(f"<table>{head}{''.join(body)}</table>")
     excluded = [x for x in record.get("excluded") or [] if isinstance(x, dict)]
     if excluded:
-        items = "".join(f"<li>{_e(x.get('candidate'))}: {_e(x.get('reason'))}</li>" for x in excluded)
+        items = "".join(f"<li>{escape(x.get('candidate'))}: {escape(x.get('reason'))}</li>" for x in excluded)
         parts.append(f"<p class=\"small muted\">not built:</p><ul class=\"small\">{items}</ul>")
     return "\n".join(parts)

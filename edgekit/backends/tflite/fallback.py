@@ -470,6 +470,22 @@ def _groups(ops: list[int], limit: int) -> list[list[int]]:
     return [ops[i : i + size] for i in range(0, len(ops), size)]
 
 
+def _blockwise_step(
+    float_model: bytes, judge: Judge, history: list[dict[str, Any]]
+) -> tuple[bytes, dict[str, float], tuple[Rule, ...]] | None:
+    """Dynamic int4 with FULLY_CONNECTED in blocks of 32: (bytes, metrics, rules), or None when it cannot be made."""
+    blockwise = quantize.int4_rules("dynamic", blockwise=True)
+    step = "FULLY_CONNECTED in int4 blocks of 32"
+    try:
+        data = quantize.quantize(float_model, blockwise)
+        metrics = judge.metrics(data)
+    except Exception as exc:  # noqa: BLE001 - e.g. input widths that are no multiple of 32; the step is optional
+        history.append({"step": step, "skipped": f"{type(exc).__name__}: {str(exc)[:200]}"})
+        return None
+    history.append({"step": step, "metrics": _rounded(metrics)})
+    return data, metrics, tuple(blockwise)
+
+
 def int4_search(
     float_model: bytes,
     mode: str,
@@ -493,17 +509,11 @@ def int4_search(
     history: list[dict[str, Any]] = []
     best_data, best_metrics, best_base = before_data, before, base
     if mode == "dynamic":
-        blockwise = quantize.int4_rules(mode, blockwise=True)
-        try:
-            data = quantize.quantize(float_model, blockwise)
-            metrics = judge.metrics(data)
-        except Exception as exc:  # noqa: BLE001 - e.g. input widths that are no multiple of 32; the step is optional
-            history.append({"step": "FULLY_CONNECTED in int4 blocks of 32", "skipped": f"{type(exc).__name__}: {str(exc)[:200]}"})
-        else:
+        tried = _blockwise_step(float_model, judge, history)
+        if tried is not None:
             rounds += 1
-            history.append({"step": "FULLY_CONNECTED in int4 blocks of 32", "metrics": _rounded(metrics)})
-            if error_of(metrics) < error_of(best_metrics):
-                best_data, best_metrics, best_base = data, metrics, blockwise
+            if error_of(tried[1]) < error_of(best_metrics):
+                best_data, best_metrics, best_base = tried
     signal = "per-channel int4 (OCTAV)" + (" then 32-element blocks for FULLY_CONNECTED" if mode == "dynamic" else "")
     raised: list[dict[str, Any]] = []
     raised_ops: list[int] = []

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgekit.backends.coreml.emulator.dtypes import unpack_bits
-from edgekit.backends.coreml.emulator.ops import register
+from edgekit.backends.coreml.emulator.ops.registry import register
 
 
 def _along_axis(param: np.ndarray, rank: int, axis: int) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.backends.coreml.emulator.ops import register
+from edgekit.backends.coreml.emulator.ops.registry import register
 from edgekit.backends.coreml.emulator.ops.special import erf
 
 _BINARY = {

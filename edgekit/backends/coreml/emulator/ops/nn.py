@@ -12,7 +12,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from edgekit.backends.coreml.emulator.ops import register
+from edgekit.backends.coreml.emulator.ops.registry import register
 
 
 def matmul_fast(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.backends.coreml.emulator.ops import register
+from edgekit.backends.coreml.emulator.ops.registry import register
 
 
 def _axes(ctx, x):  # type: ignore[no-untyped-def]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgekit.backends.coreml.emulator.dtypes import CAST_NAMES, numpy_dtype
-from edgekit.backends.coreml.emulator.ops import register
+from edgekit.backends.coreml.emulator.ops.registry import register
 
 
 @register("reshape")
