@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -57,11 +56,6 @@ MAX_RUNS = 1_000_000
 # Integer inputs get small non-negative values: valid indices for embedding
 # tables and gathers in most models. Real data (--data) is better for these.
 INTEGER_INPUT_HIGH = 16
-DEFAULT_DELEGATES = {
-    "onnx": "CPUExecutionProvider",
-    "tflite": "XNNPACK (LiteRT default delegate)",
-    "coreml": "Core ML (compute units ALL)",
-}
 
 
 @dataclass(frozen=True)
@@ -260,69 +254,17 @@ def summarize(times_s: list[float]) -> dict[str, float]:
 
 
 def skip_reason(fmt: str) -> str | None:
-    """Why this machine cannot measure ``fmt``, or None when it can."""
-    if fmt == "coreml" and platform.system() != "Darwin":
-        return (
-            "Core ML runs only on Apple devices (coremltools can predict only on macOS); "
-            "bench the .mlpackage on a Mac, or use `edgekit build` estimates for iPhone targets"
-        )
-    return None
+    """Why this machine cannot measure ``fmt`` (Core ML off macOS), or None when it can."""
+    from edgekit.backends import bench_unavailable
 
-
-class _CoreMLSession:
-    """A Core ML package run by coremltools (macOS only) behind the Session contract."""
-
-    _DTYPES = {65568: "float32", 65552: "float16", 65600: "float64", 131104: "int32"}
-
-    def __init__(self, path: Path, threads: int = 1) -> None:
-        from edgekit.backends import TensorSpec
-
-        try:
-            import coremltools as ct
-        except ModuleNotFoundError:
-            raise errors.BackendUnavailableError(
-                "benchmarking Core ML needs the Python package 'coremltools', which is not installed",
-                'Install it with: pip install "edgekit[coreml]"',
-            ) from None
-        try:
-            self._model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.ALL)
-        except Exception as exc:  # coremltools raises untyped errors for bad packages
-            raise errors.ArtifactError(
-                f"Core ML cannot load {path.name}: {exc}", "Check the .mlpackage is complete (rebuild it)"
-            ) from None
-        description = self._model.get_spec().description
-
-        def spec(feature: Any) -> TensorSpec:
-            if feature.type.WhichOneof("Type") != "multiArrayType":
-                raise errors.ArtifactError(
-                    f"Core ML input/output '{feature.name}' is not a multi-array",
-                    "edgekit benches tensor models only; convert with tensor inputs",
-                )
-            array = feature.type.multiArrayType
-            return TensorSpec(feature.name, tuple(int(d) for d in array.shape), self._DTYPES.get(array.dataType, "float32"))
-
-        self.inputs = [spec(f) for f in description.input]
-        self.outputs = [spec(f) for f in description.output]
-
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        result = self._model.predict({s.name: feeds[s.name] for s in self.inputs})
-        return [np.asarray(result[s.name]) for s in self.outputs]
+    return bench_unavailable(fmt)
 
 
 def _open(path: Path, fmt: str, threads: int) -> Session:
-    if fmt == "coreml":
-        reason = skip_reason(fmt)
-        if reason:
-            raise errors.BackendUnavailableError(reason)
-        return _CoreMLSession(path, threads)
-    from edgekit.backends import open_session
+    """A session of the runtime the *device* uses for ``fmt`` (not the host's emulator)."""
+    from edgekit.backends import bencher
 
-    return open_session(path, threads=threads)
-
-
-# Native modules a format's session may load in a separate runtime process
-# (the TFLite session keeps its interpreter in a child, to survive crashes).
-_NATIVE_RUNTIME_MODULES = {"tflite": ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")}
+    return bencher(fmt).open_session(path, threads=threads)
 
 
 def _bare_runtime_peak_mb(fmt: str) -> float | None:
@@ -332,7 +274,9 @@ def _bare_runtime_peak_mb(fmt: str) -> float | None:
     process's peak minus this is the model's footprint. Being the first child this
     process reaps, its peak is what RUSAGE_CHILDREN reports right after.
     """
-    for name in _NATIVE_RUNTIME_MODULES.get(fmt, ()):
+    from edgekit.backends import info
+
+    for name in info(fmt).native_modules:
         code = f"import numpy, {name}"
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False, env=_child_env())
         if done.returncode == 0:
@@ -341,13 +285,9 @@ def _bare_runtime_peak_mb(fmt: str) -> float | None:
 
 
 def _runtime_version(fmt: str) -> str | None:
-    if fmt == "coreml":
-        from edgekit.machine import package_versions
+    from edgekit.backends import bencher
 
-        return package_versions(("coremltools",)).get("coremltools")
-    from edgekit.backends import runtime
-
-    return runtime(fmt).runtime_version()
+    return bencher(fmt).runtime_version()
 
 
 # ------------------------------------------------------------------- measurement
@@ -360,13 +300,12 @@ def measure(request: BenchRequest) -> dict[str, Any]:
     footprint" only in a fresh process.
     """
     from edgekit.artifact import sha256_file, size_bytes
-    from edgekit.backends import detect_format, info, runtime
+    from edgekit.backends import bencher, detect_format, info
 
     path = Path(request.artifact)
     fmt = detect_format(path)
     import_start = time.perf_counter()
-    if fmt != "coreml":
-        runtime(fmt)  # import the runtime now: its cost belongs to the baseline, not the cold start
+    bencher(fmt)  # import the runtime now: its cost belongs to the baseline, not the cold start
     import_ms = (time.perf_counter() - import_start) * 1e3
     baseline_mb = peak_rss_mb()
     child_baseline_mb = _bare_runtime_peak_mb(fmt)
@@ -391,7 +330,7 @@ def measure(request: BenchRequest) -> dict[str, Any]:
     stats = summarize(times)
 
     memory = _memory(session, baseline_mb, child_baseline_mb)
-    runtime_name, runtime_version = "coremltools" if fmt == "coreml" else info(fmt).runtime, _runtime_version(fmt)
+    runtime_name, runtime_version = info(fmt).runtime, _runtime_version(fmt)
     if runtime_version and " " in runtime_version:  # "<distribution> <version>": the runtime actually used
         runtime_name, runtime_version = runtime_version.split(" ", 1)
     return {
@@ -402,7 +341,7 @@ def measure(request: BenchRequest) -> dict[str, Any]:
         "format": fmt,
         "runtime": runtime_name,
         "runtime_version": runtime_version,
-        "delegate": getattr(session, "delegate", None) or DEFAULT_DELEGATES.get(fmt),
+        "delegate": getattr(session, "delegate", None) or info(fmt).delegate,
         "threads": request.threads,
         "batch": request.batch,
         "inputs": {
@@ -566,26 +505,16 @@ def bench(
 
 
 def check_budgets(result: dict[str, Any], budgets: Budgets, target: str, statistic: str = "p50") -> list[dict[str, Any]]:
-    """Verdicts of one result against a profile's latency and RAM budgets.
+    """Verdicts of one result against a profile's latency and RAM budgets (``validate.device_checks``).
 
-    Latency compares the chosen statistic; RAM compares the peak resident
-    memory of the process that ran the model (runtime included: the device
-    pays for it too). A figure that could not be measured is "not measured",
-    not a failure.
+    Latency compares the chosen statistic; RAM the peak resident memory of the
+    process that ran the model. A figure this OS could not measure is "skipped".
     """
-    checks = []
-    if budgets.max_latency_ms is not None:
-        value = result["latency_ms"][statistic]
-        checks.append(_check(target, "max_latency_ms", budgets.max_latency_ms, value, f"{statistic} latency, ms"))
-    if budgets.max_ram_mb is not None:
-        value = result["memory"]["peak_rss_mb"]
-        checks.append(_check(target, "max_ram_mb", budgets.max_ram_mb, value, "peak RSS, MiB"))
-    return checks
+    from edgekit.validate import device_checks
 
-
-def _check(target: str, budget: str, limit: float, value: float | None, note: str) -> dict[str, Any]:
-    status = "not measured" if value is None else ("pass" if value <= limit else "fail")
-    return {"target": target, "budget": budget, "limit": limit, "value": value, "status": status, "note": note}
+    checks = device_checks(budgets, result["latency_ms"][statistic], result["memory"]["peak_rss_mb"],
+                           f"{statistic} latency, ms", "not measured on this OS")
+    return [{"target": target, **c.as_dict()} for c in checks]
 
 
 def make_document(results: list[dict[str, Any]], machine: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from edgekit.compress.config import DistillConfig, PruneConfig, SearchSpace
 from edgekit.errors import ConfigError, TargetNotFoundError
 from edgekit.strict import StrictModel, validation_problems
 
-Format = Literal["onnx", "tflite", "coreml"]
 Precision = Literal["fp32", "fp16", "int8", "dynamic-int8", "int4"]
 DeviceKind = Literal["sbc", "phone", "microcontroller", "gpu-sbc", "desktop"]
 TaskKind = Literal["auto", "classification", "regression", "embedding"]
@@ -143,10 +142,30 @@ class ArtifactRequest(StrictModel):
     (microcontrollers), with scale and zero point recorded in the manifest.
     """
 
-    format: Format
+    format: str = Field(description="a registered backend format (edgekit.backends.REGISTRY)")
     precision: Precision
     io: Literal["float", "int8"] = "float"
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict, description="the format's options (backends/<format>/options.py)")
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        from edgekit import backends  # light: the registry imports no converter
+
+        if value not in backends.REGISTRY:
+            raise ValueError(f"unknown format '{value}'; known formats: {', '.join(backends.formats())}")
+        return value
+
+    @model_validator(mode="after")
+    def _valid_options(self) -> ArtifactRequest:
+        """The options table is checked against the format's model when the profile loads, not mid-build."""
+        from edgekit import backends
+
+        try:
+            backends.parse_options(self.format, self.options, self.precision, self.label)
+        except ConfigError as exc:
+            raise ValueError(f"{exc.problem} ({exc.fix})" if exc.fix else exc.problem) from None
+        return self
 
     @property
     def label(self) -> str:

@@ -16,9 +16,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-# Distributions whose versions matter for a measurement. Reading metadata does
-# not import them, so this stays cheap even when they are heavy.
-RUNTIME_DISTRIBUTIONS = ("numpy", "onnxruntime", "ai-edge-litert", "tflite-runtime", "tensorflow", "coremltools")
 
 
 def _read(path: str) -> str | None:
@@ -87,8 +84,15 @@ def total_ram_mb() -> float | None:
         return None
 
 
-def package_versions(names: tuple[str, ...] = RUNTIME_DISTRIBUTIONS) -> dict[str, str]:
-    """Installed versions of ``names`` (missing ones are left out)."""
+def package_versions(names: tuple[str, ...] | None = None) -> dict[str, str]:
+    """Installed versions of ``names`` (missing ones are left out); by default every format's runtimes.
+
+    Reading metadata does not import a package, so this stays cheap even for heavy ones.
+    """
+    if names is None:
+        from edgekit.backends import runtime_distributions
+
+        names = runtime_distributions()
     versions = {}
     for name in names:
         try:

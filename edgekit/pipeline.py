@@ -41,11 +41,6 @@ if TYPE_CHECKING:
     from edgekit.variants import ModelVariant
 
 WORK_DIR = ".work"
-# Packages whose versions a manifest records when installed.
-TOOL_PACKAGES = ("torch", "onnx", "onnxscript", "onnxruntime", "litert-torch", "ai-edge-quantizer", "ai-edge-litert",
-                 "coremltools", "numpy")
-# Oldest runtime that runs what each backend writes (opset 21 / int4 DequantizeLinear need onnxruntime 1.18).
-MIN_RUNTIME = {"onnx": "1.18.0", "tflite": "2.14.0", "coreml": "iOS 17"}
 
 
 class Reporter(Protocol):
@@ -103,7 +98,7 @@ class BuildResult:
 
 def tool_versions() -> dict[str, str]:
     versions = {}
-    for name in TOOL_PACKAGES:
+    for name in backends.tool_packages():
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -434,7 +429,7 @@ class Build:
             "sha256": sha256_file(destination),
             "size_bytes": size_bytes(destination),
             "runtime": backends.info(request.format).runtime,
-            "min_runtime_version": chosen.details.get("min_runtime_version", MIN_RUNTIME.get(request.format)),
+            "min_runtime_version": chosen.details.get("min_runtime_version", backends.info(request.format).min_runtime),
             "metrics": winner.metrics,
             "budgets": profile.budgets_for(request.precision).model_dump(exclude_none=True),
             "checks": [c.as_dict() for c in winner.checks],

@@ -29,5 +29,6 @@ def validation_problems(err: ValidationError) -> str:
     lines = []
     for item in err.errors():
         where = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        lines.append(f"unknown key '{where}'" if item["type"] == "extra_forbidden" else f"'{where}': {item['msg']}")
+        message = item["msg"].removeprefix("Value error, ")  # our own validators' messages stand alone
+        lines.append(f"unknown key '{where}'" if item["type"] == "extra_forbidden" else f"'{where}': {message}")
     return "; ".join(lines)

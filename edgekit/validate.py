@@ -277,11 +277,8 @@ def check_budgets(
         _check("max_abs_error", budgets.max_abs_error, metrics.get("max_abs_error"), le,
                "" if "max_abs_error" in metrics else no_reference),
         _sqnr_check(budgets.min_sqnr_db, metrics, no_reference),
-        _check("max_latency_ms", budgets.max_latency_ms, metrics.get("latency_p50_ms") if device_measured else None, le,
-               "p50 at batch 1" if device_measured else not_here),
-        _check("max_ram_mb", budgets.max_ram_mb, metrics.get("peak_rss_mb") if device_measured else None, le,
-               ("peak resident memory of a process running the artifact" if "peak_rss_mb" in metrics
-                else "memory was not measured") if device_measured else not_here),
+        *(device_checks(budgets, metrics.get("latency_p50_ms"), metrics.get("peak_rss_mb"), "p50 at batch 1")
+          if device_measured else device_checks(budgets, None, None, "", not_here)),
         _check("max_flash_kb", budgets.max_flash_kb,
                micro["flash_bytes"] / 1024 if "flash_bytes" in micro else None, le,
                "" if "flash_bytes" in micro else "no microcontroller flash figure for this artifact"),
@@ -298,6 +295,26 @@ def check_budgets(
                            f"no quality budget could be measured: {skipped}. Give data with labels, or keep a fidelity "
                            "budget (min_cosine, min_sqnr_db) that compares with the FP32 model"))
     return found
+
+
+def device_checks(
+    budgets: Budgets, latency_ms: float | None, peak_rss_mb: float | None, latency_note: str,
+    not_measured: str = "not measured on this machine",
+) -> list[Check]:
+    """The latency and RAM checks: the only budgets a device measurement judges (``build``, ``validate``, ``bench``).
+
+    ``peak_rss_mb`` is the peak resident memory, in MiB, of the process that ran
+    the model (runtime included: the device pays for it too). A figure that was
+    not measured gives a ``skipped`` check saying ``not_measured``, never a pass.
+    """
+    le = lambda v, lim: v <= lim  # noqa: E731
+    checks = [
+        _check("max_latency_ms", budgets.max_latency_ms, latency_ms, le, latency_note if latency_ms is not None
+               else not_measured),
+        _check("max_ram_mb", budgets.max_ram_mb, peak_rss_mb, le,
+               "peak RSS (MiB) of the process running the artifact" if peak_rss_mb is not None else not_measured),
+    ]
+    return [c for c in checks if c is not None]
 
 
 def decided_by(checks: list[Check]) -> list[str]:

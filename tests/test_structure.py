@@ -120,6 +120,25 @@ def test_the_graph_sees_lazy_and_relative_imports() -> None:
     assert "edgekit.strict" in graph["edgekit.config"]
 
 
+def test_no_module_outside_the_backends_names_a_format() -> None:
+    """Everything format-specific lives in ``edgekit/backends/``: its registry entry or its folder."""
+    from edgekit.backends import formats
+
+    names = set(formats())
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.is_relative_to(PACKAGE / "backends"):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                      and node.body and isinstance(node.body[0], ast.Expr)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value in names and id(node) not in docstrings:
+                found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.value!r}")
+    assert found == []
+
+
 def test_no_function_is_longer_than_80_lines() -> None:
     long = []
     for path in PACKAGE.rglob("*.py"):

@@ -12,20 +12,33 @@ imported only when needed so that ``import edgekit`` stays light:
   or a converter), so device-side commands run with the ``runtime`` extra.
 - ``inspect.py`` ``inspect(path) -> dict``: I/O, op histogram, parameter count
   and the weight precision census (see ``InspectReport`` in edgekit.inspection).
+- ``options.py`` (optional) ``Options``: a strict pydantic model of the
+  ``options`` table a profile may give this format's artifacts, validated
+  when the profile loads. Without it the format takes no options. It may
+  define ``problem(precision) -> str | None`` for combinations it refuses.
+- the module named by ``BackendInfo.bench_module`` (``runtime`` unless the
+  device runs the format differently from the host: Core ML is emulated
+  here but run by Apple's runtime on the device): ``open_session``,
+  ``runtime_version``.
 
-Adding a format = one new folder plus one ``BackendInfo`` line below.
+Adding a format = one new folder plus one ``BackendInfo`` line below: nothing
+outside ``backends/`` names a format.
 """
 
 from __future__ import annotations
 
 import importlib
+import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from edgekit.errors import ArtifactError, BackendUnavailableError
+from pydantic import ValidationError
+
+from edgekit.errors import ArtifactError, BackendUnavailableError, ConfigError
 from edgekit.fidelity import FidelityTarget
+from edgekit.strict import StrictModel
 
 if TYPE_CHECKING:
     import numpy as np
@@ -104,24 +117,77 @@ class Session(Protocol):
 
 @dataclass(frozen=True)
 class BackendInfo:
-    """Static facts about a format, known without importing anything heavy."""
+    """Everything format-specific the rest of edgekit needs, known without importing anything heavy.
+
+    ``runtime`` is the distribution that runs the format here (``runtimes``
+    lists others that can, e.g. tflite-runtime); ``min_runtime`` the oldest
+    runtime that runs what the backend writes, recorded in manifests unless a
+    candidate states its own; ``tool_packages`` the converters whose versions
+    a manifest records; ``delegate`` what ``bench`` reports as the accelerator
+    when the session does not say. ``emulated``: the host validates the format
+    in an emulator, so host latency and memory say nothing about the device.
+    ``native_modules``: runtime modules a session loads in a child process
+    (bench subtracts a bare child's memory). ``marker``: its matplotlib marker.
+    ``bench_only_on``: the OS (``platform.system()``) the device runtime runs
+    on, when it runs on one only; ``bench_elsewhere`` says what to do instead.
+    """
 
     format: str
+    label: str
     suffixes: tuple[str, ...]
     runtime: str
     extra: str
+    min_runtime: str
+    delegate: str
+    tool_packages: tuple[str, ...] = ()
+    runtimes: tuple[str, ...] = ()
     is_directory: bool = False
-    build_requires: tuple[str, ...] = field(default_factory=tuple)
+    emulated: bool = False
+    bench_module: str = "runtime"
+    native_modules: tuple[str, ...] = ()
+    marker: str = "D"
+    bench_only_on: str | None = None
+    bench_elsewhere: str = ""
     # What the backend builds; the budget-driven search tries these unless a [search] table narrows them.
     precisions: tuple[str, ...] = ("fp32", "fp16", "int8", "dynamic-int8", "int4")
 
 
 REGISTRY: dict[str, BackendInfo] = {
-    "onnx": BackendInfo("onnx", (".onnx",), runtime="onnxruntime", extra="onnx"),
-    "tflite": BackendInfo("tflite", (".tflite",), runtime="ai-edge-litert", extra="tflite"),
-    "coreml": BackendInfo("coreml", (".mlpackage",), runtime="coreml-emulator", extra="coreml", is_directory=True,
+    # opset 21 and int4 DequantizeLinear need onnxruntime 1.18.
+    "onnx": BackendInfo("onnx", "ONNX", (".onnx",), runtime="onnxruntime", extra="onnx", min_runtime="1.18.0",
+                        delegate="CPUExecutionProvider", tool_packages=("torch", "onnx", "onnxscript", "onnxruntime"),
+                        marker="o"),
+    "tflite": BackendInfo("tflite", "TFLite", (".tflite",), runtime="ai-edge-litert", extra="tflite",
+                          min_runtime="2.14.0", delegate="XNNPACK (LiteRT default delegate)",
+                          tool_packages=("torch", "litert-torch", "ai-edge-quantizer", "ai-edge-litert"),
+                          runtimes=("tflite-runtime", "tensorflow"),
+                          native_modules=("ai_edge_litert.interpreter", "tflite_runtime.interpreter"), marker="s"),
+    "coreml": BackendInfo("coreml", "Core ML", (".mlpackage",), runtime="coreml-emulator", extra="coreml",
+                          min_runtime="iOS 17", delegate="Core ML (compute units ALL)",
+                          tool_packages=("torch", "coremltools"), runtimes=("coremltools",), is_directory=True,
+                          emulated=True, bench_module="device", marker="^", bench_only_on="Darwin",
+                          bench_elsewhere=("Core ML runs only on Apple devices (coremltools can predict only on macOS); "
+                                           "bench the .mlpackage on a Mac, or use `edgekit build` estimates for "
+                                           "iPhone targets"),
                           precisions=("fp32", "fp16", "int8", "int4")),  # no dynamic activation quantization
 }
+
+
+def formats() -> tuple[str, ...]:
+    """Every registered format name, in registry order."""
+    return tuple(REGISTRY)
+
+
+def tool_packages() -> tuple[str, ...]:
+    """Distributions whose versions a manifest records when installed: every backend's tools, then numpy."""
+    names = [name for entry in REGISTRY.values() for name in entry.tool_packages]
+    return tuple(dict.fromkeys([*names, "numpy"]))
+
+
+def runtime_distributions() -> tuple[str, ...]:
+    """Distributions that can run some format (bench records the installed ones), numpy first."""
+    names = [name for entry in REGISTRY.values() for name in (entry.runtime, *entry.runtimes)]
+    return tuple(dict.fromkeys(["numpy", *names]))
 
 
 def info(fmt: str) -> BackendInfo:
@@ -169,6 +235,60 @@ def runtime(fmt: str) -> ModuleType:
 def inspector(fmt: str) -> ModuleType:
     """The backend's ``inspect`` module."""
     return _load(fmt, "inspect")
+
+
+def bencher(fmt: str) -> ModuleType:
+    """The module ``bench`` opens sessions with: how the *device* runs the format (see ``bench_module``)."""
+    return _load(fmt, info(fmt).bench_module)
+
+
+def bench_unavailable(fmt: str) -> str | None:
+    """Why this machine cannot bench ``fmt`` (e.g. Core ML off Apple devices), or None when it can.
+
+    Decided from the registry alone: nothing is imported, so the CLI process stays free of runtimes.
+    """
+    entry = info(fmt)
+    if entry.bench_only_on is not None and platform.system() != entry.bench_only_on:
+        return entry.bench_elsewhere or f"{entry.label} runs only on {entry.bench_only_on}"
+    return None
+
+
+def options_model(fmt: str) -> type[StrictModel]:
+    """The strict model of ``fmt``'s artifact ``options`` (an empty one when the format takes none)."""
+    try:
+        module = importlib.import_module(f"edgekit.backends.{info(fmt).format}.options")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"edgekit.backends.{fmt}.options":
+            raise
+        return NoOptions
+    return module.Options
+
+
+class NoOptions(StrictModel):
+    """The options of a format that takes none: every key is unknown."""
+
+
+def parse_options(fmt: str, raw: dict[str, Any], precision: str, where: str) -> StrictModel:
+    """``raw`` as ``fmt``'s typed options; a ConfigError names the key, the value and what is accepted."""
+    model = options_model(fmt)
+    label = info(fmt).label
+    known = "; ".join(f"{name} ({f.description or f.annotation})" for name, f in model.model_fields.items())
+    unknown = sorted(set(raw) - set(model.model_fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown {label} option(s) {', '.join(unknown)}",
+                          f"Known options: {known}" if known else f"{label} artifacts take no options; remove the table")
+    try:
+        options = model.model_validate(raw)
+    except ValidationError as exc:
+        key = str(exc.errors()[0]["loc"][0]) if exc.errors()[0]["loc"] else "?"
+        field_info = model.model_fields.get(key)
+        expected = field_info.description if field_info is not None else exc.errors()[0]["msg"]
+        raise ConfigError(f"{where}: option {key} = {raw.get(key)!r} is invalid", f"Expected {expected}") from None
+    check = getattr(options, "problem", None)
+    problem = check(precision) if callable(check) else None
+    if problem:
+        raise ConfigError(f"{where}: {problem}", "Remove the option, or change the artifact's precision")
+    return options
 
 
 def detect_format(path: Path) -> str:

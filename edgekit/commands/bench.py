@@ -223,7 +223,7 @@ def _ratio(ratio: float | None, higher_is_better: bool) -> str:
 
 
 _BUDGET_NAMES = {"max_latency_ms": "latency", "max_ram_mb": "RAM"}
-_STATUS_STYLE = {"pass": "green", "fail": "bold red", "not measured": "yellow"}
+_STATUS_STYLE = {"pass": "green", "fail": "bold red", "skipped": "yellow"}
 
 
 def _print_results(console: Console, document: dict[str, Any]) -> None:

@@ -179,9 +179,6 @@ def _latency_cell(figures: list[tuple[str, float, str]]) -> str:
 # ------------------------------------------------------------------- charts
 
 
-_MARKERS = {"onnx": "o", "tflite": "s", "coreml": "^"}
-
-
 def _size_accuracy_chart(manifest: dict[str, Any]) -> str | None:
     artifacts = manifest.get("artifacts", [])
     key = "accuracy" if any(isinstance((a.get("metrics") or {}).get("accuracy"), (int, float)) for a in artifacts) \
@@ -197,7 +194,7 @@ def _size_accuracy_chart(manifest: dict[str, Any]) -> str | None:
     for artifact, y in points:
         target, fmt = str(artifact.get("target")), str(artifact.get("format"))
         label = f"{target} · {fmt}"
-        axes.scatter(artifact["size_bytes"] / 1024, y * 100, s=60, color=colours[target], marker=_MARKERS.get(fmt, "D"),
+        axes.scatter(artifact["size_bytes"] / 1024, y * 100, s=60, color=colours[target], marker=_marker(fmt),
                      edgecolors="black" if artifact.get("passed") else "red", linewidths=0.8,
                      label=None if label in seen else label)
         seen.add(label)
@@ -284,6 +281,13 @@ def _charts(manifest: dict[str, Any], bench: list[dict[str, Any]]) -> tuple[dict
         "latency": _latency_chart(manifest, bench),
         "bench": _bench_chart(bench),
     }, None
+
+
+def _marker(fmt: Any) -> str:
+    from edgekit.backends import REGISTRY
+
+    entry = REGISTRY.get(str(fmt))
+    return entry.marker if entry is not None else "D"
 
 
 # ------------------------------------------------------------------- page

@@ -26,7 +26,7 @@ Embedding tables (``gather`` on a constant) are compressed like every other
 weight: on all-MiniLM-L6-v2 the 30522x384 table is half the parameters, and
 int4 per-block reaches 0.140x the FP32 size with it.
 
-``request.options`` (validated, see compress.KNOWN_OPTIONS):
+``request.options`` (validated when the profile loads, see options.py):
 
 - ``palettize = n``: n-bit palettization replaces linear quantization for
   int8/int4 requests (variant ``palettize{n}``).
@@ -76,9 +76,10 @@ from typing import Any
 import numpy as np
 
 from edgekit.artifact import Artifact
-from edgekit.backends import ExportJob
+from edgekit.backends import ExportJob, parse_options
 from edgekit.backends.coreml import census, compress, export, sensitivity
 from edgekit.backends.coreml.emulator.program import Package, load_package
+from edgekit.backends.coreml.options import Options
 from edgekit.coverage import BITS, REQUESTED_BITS, Coverage, FloatOp
 from edgekit.errors import InternalError, UnsupportedModelError
 from edgekit.fidelity import FidelityTarget
@@ -101,7 +102,8 @@ class _Context:
 
     def __init__(self, job: ExportJob) -> None:
         self.job = job
-        self.options = compress.parse_options(dict(job.request.options), f"target {job.profile.name} {job.request.label}")
+        self.options: Options = parse_options("coreml", dict(job.request.options), job.request.precision,
+                                              f"target {job.profile.name} {job.request.label}")
         self.min_ios = export.min_ios(job)
         self.bases: dict[tuple[str, tuple[str, ...]], tuple[export.Exported, Path]] = {}
         self.notes: list[str] = []
@@ -179,11 +181,6 @@ def _refuse_unsupported(ctx: _Context) -> None:
             "needs iOS 18",
             "Prune with fp16/fp32 precision on iOS 17, or use an iOS 18 profile",
         )
-    if options.palettize is not None and precision in ("fp32", "fp16"):
-        raise UnsupportedModelError(
-            f"target {job.profile.name}: options.palettize applies to int8/int4 requests, not {precision}",
-            'Use precision = "int8" or "int4" with palettize',
-        )
 
 
 # ---------------------------------------------------------------------------------------------- coverage
@@ -209,7 +206,7 @@ def _source_name(name: str) -> str:
     return name
 
 
-def _float_reason(weight: dict[str, Any], config: dict[str, Any], options: compress.Options, compressed: bool) -> str:
+def _float_reason(weight: dict[str, Any], config: dict[str, Any], options: Options, compressed: bool) -> str:
     name = _source_name(weight["name"])
     if name in config.get("kept_float_for_fidelity", ()):
         return "kept float: the fidelity search found it among the most damaging to compress"
@@ -286,7 +283,7 @@ def _artifact(ctx: _Context, path: Path, variant: str, config: dict[str, Any], e
     return Artifact(path, "coreml", job.request.precision, variant, parent=parent, config=config, details=details)
 
 
-def _recipes(precision: str, options: compress.Options) -> list[tuple[str, str, Any]]:
+def _recipes(precision: str, options: Options) -> list[tuple[str, str, Any]]:
     """(variant, method, argument) for each compressed candidate of an int8/int4 request."""
     if options.palettize is not None:
         recipes = [(f"palettize{options.palettize}", "palettize", options.palettize)]

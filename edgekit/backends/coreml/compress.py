@@ -27,78 +27,13 @@ Imports coremltools: build-time only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgekit.backends.coreml import census
+from edgekit.backends.coreml.options import Options
 from edgekit.backends.coreml.export import quiet as _quiet
 from edgekit.backends.coreml.emulator.program import load_package
-from edgekit.errors import ConfigError
-
-# coremltools defaults to 2048, which left every matrix of the sample Transformer
-# (32x32, 32x64) float and 2 of 5 CNN weight tensors. 512 compresses matrices of
-# 512+ elements; smaller tensors (biases, a 1-channel first conv) save too little
-# to be worth their accuracy cost.
-DEFAULT_WEIGHT_THRESHOLD = 512
-PALETTE_BITS = (1, 2, 3, 4, 6, 8)
-KNOWN_OPTIONS = {
-    "weight_threshold": f"int >= 0: tensors with at most this many elements stay float (default {DEFAULT_WEIGHT_THRESHOLD})",
-    "palettize": f"bits in {PALETTE_BITS}: palettize instead of linear quantization",
-    "prune": "fraction in (0, 1): magnitude-prune to this sparsity first (sparse storage)",
-    "block_size": "int: int4 per-block size along the input dim (default 32)",
-    "group_size": "int: channels sharing one look-up table for iOS 18 palettization (default 16)",
-    "compute_precision": "'fp16' | 'fp32': compute precision of compressed models (default fp16)",
-    "per_channel_scale": "bool: iOS 18 palettization with per-channel scales (default false, see compress.py)",
-}
-
-
-@dataclass(frozen=True)
-class Options:
-    """``ArtifactRequest.options`` for Core ML, validated."""
-
-    weight_threshold: int = DEFAULT_WEIGHT_THRESHOLD
-    palettize: int | None = None
-    prune: float | None = None
-    block_size: int = 32
-    group_size: int = 16
-    compute_precision: str = "fp16"
-    per_channel_scale: bool = False
-
-
-def parse_options(raw: dict[str, Any], where: str) -> Options:
-    """Validate request options; unknown keys and bad values are ConfigErrors listing what is accepted."""
-    unknown = sorted(set(raw) - set(KNOWN_OPTIONS))
-    if unknown:
-        known = "; ".join(f"{k} ({v})" for k, v in KNOWN_OPTIONS.items())
-        raise ConfigError(f"{where}: unknown Core ML option(s) {', '.join(unknown)}", f"Known options: {known}")
-
-    def bad(key: str) -> ConfigError:
-        return ConfigError(f"{where}: option {key} = {raw[key]!r} is invalid", f"Expected {KNOWN_OPTIONS[key]}")
-
-    values: dict[str, Any] = {}
-    for key in ("weight_threshold", "block_size", "group_size"):
-        if key in raw:
-            if not isinstance(raw[key], int) or isinstance(raw[key], bool) or raw[key] < (0 if key == "weight_threshold" else 1):
-                raise bad(key)
-            values[key] = raw[key]
-    if "palettize" in raw:
-        if raw["palettize"] not in PALETTE_BITS or isinstance(raw["palettize"], bool):
-            raise bad("palettize")
-        values["palettize"] = int(raw["palettize"])
-    if "prune" in raw:
-        if not isinstance(raw["prune"], (int, float)) or isinstance(raw["prune"], bool) or not 0 < raw["prune"] < 1:
-            raise bad("prune")
-        values["prune"] = float(raw["prune"])
-    if "per_channel_scale" in raw:
-        if not isinstance(raw["per_channel_scale"], bool):
-            raise bad("per_channel_scale")
-        values["per_channel_scale"] = raw["per_channel_scale"]
-    if "compute_precision" in raw:
-        if raw["compute_precision"] not in ("fp16", "fp32"):
-            raise bad("compute_precision")
-        values["compute_precision"] = raw["compute_precision"]
-    return Options(**values)
 
 
 def _config(op_config: Any, per_weight: dict[str, Any] | None = None) -> Any:

@@ -54,7 +54,7 @@ import numpy as np
 import onnx
 
 from edgekit.artifact import Artifact, sha256_file
-from edgekit.backends import ExportJob
+from edgekit.backends import ExportJob, parse_options
 from edgekit.backends.model_key import model_key
 from edgekit.backends.onnx import coverage, fallback, fp32_timing, graph, int4, quantize, weights
 from edgekit.backends.onnx import export as exporter
@@ -515,6 +515,7 @@ def _int4(ctx: _Context) -> Artifact | None:
 
 def build(job: ExportJob) -> list[Artifact]:
     """Export and quantize for ``job.request``; return the candidates (at least one)."""
+    parse_options("onnx", dict(job.request.options), job.request.precision, f"target {job.profile.name} {job.request.label}")
     if job.request.io != "float":
         raise UnsupportedModelError(
             f"target {job.profile.name} asks for onnx with {job.request.io} I/O, which the ONNX backend does not make",

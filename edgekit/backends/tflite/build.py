@@ -118,12 +118,12 @@ from typing import Any
 import numpy as np
 
 from edgekit.artifact import Artifact, atomic_write_bytes
-from edgekit.backends import ExportJob
+from edgekit.backends import ExportJob, parse_options
 from edgekit.backends.model_key import model_key
 from edgekit.backends.tflite import coverage, export, fallback, fp32_timing, interface, micro, micro_rewrite, quantize
 from edgekit.backends.tflite.inspect import census_summary, io_description, parse, weight_census
 from edgekit.backends.tflite.names import ModuleIndex
-from edgekit.errors import ConfigError, DataError, EdgekitError, InternalError, UnsupportedModelError
+from edgekit.errors import DataError, EdgekitError, InternalError, UnsupportedModelError
 
 KEPT_FLOAT = "kept float for fidelity by the fallback search"
 
@@ -620,26 +620,10 @@ def _time_against_fp32(ctx: _Context, made: list[tuple[str, Any, dict[str, Any],
         details["vs_fp32"] = fp32_timing.comparison(own, fp32)
 
 
-OPTIONS = {"integer_only": "true or false: int8 candidates must compute in integer arithmetic "
-                            "(drops the weight-only and dynamic-range recipes; for NPU / DSP delegates that run only "
-                            "integer kernels)"}
-
-
 def _integer_only(job: ExportJob) -> bool:
-    """The request's ``options`` (strict: unknown keys and wrong types are ConfigErrors)."""
-    raw = dict(job.request.options)
+    """``options.integer_only`` of the request (validated: unknown keys and wrong types are ConfigErrors)."""
     where = f"target {job.profile.name} {job.request.label}"
-    known = "; ".join(f"{k} ({v})" for k, v in OPTIONS.items())
-    unknown = sorted(set(raw) - set(OPTIONS))
-    if unknown:
-        raise ConfigError(f"{where}: unknown TFLite option(s) {', '.join(unknown)}", f"Known options: {known}")
-    value = raw.get("integer_only", False)
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where}: option integer_only = {value!r} is invalid", f"Expected {OPTIONS['integer_only']}")
-    if value and job.request.precision != "int8":
-        raise ConfigError(f"{where}: integer_only applies to int8 requests, not {job.request.precision}",
-                          "Remove the option, or set precision = \"int8\"")
-    return value
+    return parse_options("tflite", dict(job.request.options), job.request.precision, where).integer_only
 
 
 def build(job: ExportJob, variants: Collection[str] | None = None) -> list[Artifact]:

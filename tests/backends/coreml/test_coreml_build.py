@@ -6,6 +6,7 @@ edgekit's emulator. Accuracy budgets use the samples' held-out digits.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -263,21 +264,41 @@ def test_two_int64_inputs_two_outputs() -> None:
         assert np.abs(got - want).max() < 1e-4
 
 
-@pytest.mark.parametrize(
-    ("precision", "options", "error", "match"),
-    [("dynamic-int8", {}, UnsupportedModelError, "dynamic activation quantization"),
-     ("fp16", {"palettize": 4}, UnsupportedModelError, "palettize applies to int8/int4"),
-     ("int8", {"palettise": 4}, ConfigError, "unknown Core ML option"),
-     ("int8", {"prune": 1.5}, ConfigError, "prune = 1.5 is invalid")],
-)
-def test_bad_requests_are_clear_errors(precision: str, options: dict, error: type, match: str, tmp_path: Path) -> None:
-    with pytest.raises(error, match=match):
-        coreml_build.build(job("mlp", precision, options=options, workdir=tmp_path))
+def test_dynamic_activation_quantization_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UnsupportedModelError, match="dynamic activation quantization"):
+        coreml_build.build(job("mlp", "dynamic-int8", workdir=tmp_path))
+
+
+BAD_OPTIONS = [("fp16", {"palettize": 4}, "palettize applies to int8/int4"),
+               ("int8", {"palettise": 4}, "unknown Core ML option"),
+               ("int8", {"prune": 1.5}, "prune = 1.5 is invalid"),
+               ("int8", {"palettize": 5}, "palettize = 5 is invalid")]
+
+
+@pytest.mark.parametrize(("precision", "options", "match"), BAD_OPTIONS)
+def test_bad_options_are_refused_when_the_profile_loads(precision: str, options: dict, match: str) -> None:
+    from edgekit.config import load_profile, parse_profile
+
+    data = load_profile("iphone-ios17").model_dump(mode="json", exclude={"source"}, by_alias=True)
+    data["artifacts"] = [{"format": "coreml", "precision": precision, "options": options}]
+    with pytest.raises(ConfigError, match=match):
+        parse_profile(data, "phone.toml")
+
+
+@pytest.mark.parametrize(("precision", "options", "match"), BAD_OPTIONS)
+def test_bad_options_are_refused_by_the_build_too(precision: str, options: dict, match: str, tmp_path: Path) -> None:
+    """A request made in code (not loaded from a profile) is checked when it builds."""
+    base = job("mlp", precision, workdir=tmp_path)
+    unchecked = dataclasses.replace(base, request=base.request.model_copy(update={"options": options}))
+    with pytest.raises(ConfigError, match=match):
+        coreml_build.build(unchecked)
 
 
 def test_options_are_validated_with_the_known_list() -> None:
+    from edgekit.backends import parse_options
+
     with pytest.raises(ConfigError) as info:
-        compress.parse_options({"threshold": 3}, "here")
+        parse_options("coreml", {"threshold": 3}, "int8", "here")
     assert "weight_threshold" in info.value.message and "palettize" in info.value.message
 
 
