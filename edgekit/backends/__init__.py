@@ -128,6 +128,7 @@ class BackendInfo:
     in an emulator, so host latency and memory say nothing about the device.
     ``native_modules``: runtime modules a session loads in a child process
     (bench subtracts a bare child's memory). ``marker``: its matplotlib marker.
+    ``runtime_extra``: the pip extra that installs the runtime on a device.
     ``bench_only_on``: the OS (``platform.system()``) the device runtime runs
     on, when it runs on one only; ``bench_elsewhere`` says what to do instead.
     """
@@ -146,6 +147,7 @@ class BackendInfo:
     bench_module: str = "runtime"
     native_modules: tuple[str, ...] = ()
     marker: str = "D"
+    runtime_extra: str = "runtime"
     bench_only_on: str | None = None
     bench_elsewhere: str = ""
     # What the backend builds; the budget-driven search tries these unless a [search] table narrows them.
@@ -215,7 +217,7 @@ def _load(fmt: str, part: str) -> ModuleType:
 
 def missing_package(fmt: str, package: str, part: str = "build") -> BackendUnavailableError:
     """The error for a backend whose ``package`` is not installed (at import, or imported lazily later)."""
-    extra = info(fmt).extra if part == "build" else "runtime"
+    extra = info(fmt).extra if part == "build" else info(fmt).runtime_extra
     return BackendUnavailableError(
         f"the {fmt} backend needs the Python package '{package}', which is not installed",
         f'Install it with: pip install "edgekit[{extra}]"',
