@@ -172,6 +172,10 @@ REGISTRY: dict[str, BackendInfo] = {
                                            "bench the .mlpackage on a Mac, or use `edgekit build` estimates for "
                                            "iPhone targets"),
                           precisions=("fp32", "fp16", "int8", "int4")),  # no dynamic activation quantization
+    "executorch": BackendInfo("executorch", "ExecuTorch", (".pte",), runtime="executorch", extra="executorch",
+                              min_runtime="1.5.1", delegate="XNNPACK (ExecuTorch delegate)",
+                              tool_packages=("torch", "torchao", "executorch"), marker="P", runtime_extra="executorch",
+                              precisions=("fp32", "fp16", "int8", "dynamic-int8")),
 }
 
 
