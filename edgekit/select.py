@@ -82,6 +82,31 @@ def shared_failures(candidates: list[Measured]) -> frozenset[str]:
     return frozenset.intersection(*(c.failed for c in candidates)) - QUALITY_BUDGETS
 
 
+@dataclass(frozen=True)
+class Pools:
+    """The selection rule's first two steps, shared by fixed and searched targets (``compress.search``).
+
+    ``passing``: indices of the candidates that meet every budget, or, when
+    none does, every budget but the ``shared`` ones all of them fail.
+    ``fast``: of those, the ones not slower than FP32 by more than the limit
+    (a candidate whose ratio is unknown counts as fast).
+    """
+
+    passing: list[int]
+    fast: list[int]
+    shared: frozenset[str]
+
+
+def pools(candidates: list[Measured], ratios: list[float | None], limit: float | None = SAME_SPEED) -> Pools:
+    """Split ``candidates`` (with their latency ratios to FP32) by the rule; ``limit=None``: speed is not judged."""
+    passing = [i for i, c in enumerate(candidates) if c.passed]
+    shared = shared_failures(candidates) if not passing else frozenset()
+    if shared:
+        passing = [i for i, c in enumerate(candidates) if c.passes_besides(shared)]
+    fast = [i for i in passing if limit is None or ratios[i] is None or ratios[i] <= limit]  # type: ignore[operator]
+    return Pools(passing, fast, shared)
+
+
 def vs_fp32(candidate: Measured, fp32_latency_ms: float | None = None) -> float | None:
     """The candidate's host latency relative to FP32 (above 1: slower), or None when unknown."""
     if candidate.fp32_ratio is not None:
@@ -115,13 +140,10 @@ def choose(candidates: list[Measured], fp32_latency_ms: float | None = None) -> 
     ratios = {c.variant: vs_fp32(c, fp32_latency_ms) for c in candidates}
     # Interleaved ratios share one FP32 denominator, so they order candidates more robustly than raw p50s.
     by_speed = (lambda c: ratios[c.variant]) if all(c.fp32_ratio is not None for c in candidates) else (lambda c: c.cost)
-    passing = [c for c in candidates if c.passed]
-    shared = shared_failures(candidates) if not passing else frozenset()
-    if shared:
-        passing = [c for c in candidates if c.passes_besides(shared)]
+    split = pools(candidates, [ratios[c.variant] for c in candidates])
+    passing, fast, shared = [candidates[i] for i in split.passing], [candidates[i] for i in split.fast], split.shared
     slower: dict[str, Any] | None = None
     if passing:
-        fast = [c for c in passing if ratios[c.variant] is None or ratios[c.variant] <= SAME_SPEED]
         if fast:
             winner = min(fast, key=by_speed)
             why = ("fastest on the host" if "latency_p50_ms" in winner.metrics else "smallest") + \

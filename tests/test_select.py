@@ -98,3 +98,15 @@ def test_a_resource_budget_every_candidate_fails_does_not_pick_the_winner() -> N
     assert "all fail max_size_mb" in record["reason"]
     every_quality_fails = [candidate("a", 0.95, 0.5, False), candidate("b", 0.97, 0.9, False)]
     assert choose(every_quality_fails)[0].variant == "b"  # quality failures are never set aside
+
+
+def test_pools_split_passing_and_fast_and_set_aside_budgets_every_candidate_fails() -> None:
+    from edgekit.select import pools
+
+    size = Check("max_size_mb", 1.0, 2.0, "fail")
+    split = pools([_m("a", 0.1, 0.9), _m("b", 0.1, 1.5), _m("c", 0.1, None, passed=False)], [0.9, 1.5, None])
+    assert (split.passing, split.fast, split.shared) == ([0, 1], [0], frozenset())
+    too_big = [Measured("x", {}, [OK, size], 10), Measured("y", {}, [BAD, size], 10)]
+    split = pools(too_big, [None, None])
+    assert split.shared == {"max_size_mb"} and split.passing == [0] and split.fast == [0]
+    assert pools([_m("a", 0.1, 1.5)], [1.5], limit=None).fast == [0]  # speed not judged

@@ -27,7 +27,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from edgekit.select import SAME_SPEED, Measured, shared_failures, vs_fp32
+from edgekit.select import SAME_SPEED, Measured, pools, vs_fp32
 
 OBJECTIVE_METRIC = {"size": "size_bytes", "download": "download_bytes", "latency": "latency_p50_ms"}
 OBJECTIVE_WORDS = {"size": "smallest file", "download": "smallest download (gzip)", "latency": "fastest on the build host"}
@@ -97,12 +97,9 @@ def choose(candidates: list[SearchCandidate], objective: str, excluded: list[dic
     else:
         objective_used, note = objective, ""
     ratios = {c.key: vs_fp32(c.measured, fp32_latency_ms) for c in candidates}
-    passing = [c for c in candidates if c.measured.passed]
-    shared = shared_failures([c.measured for c in candidates]) if not passing else frozenset()
-    if shared:  # budgets every candidate fails do not tell them apart (see select.shared_failures)
-        passing = [c for c in candidates if c.measured.passes_besides(shared)]
-    fast = [c for c in passing if max_latency_vs_fp32 is None or ratios[c.key] is None
-            or ratios[c.key] <= max_latency_vs_fp32]  # type: ignore[operator]
+    # The same rule as a fixed target's (select.pools): budgets every candidate fails do not tell them apart.
+    split = pools([c.measured for c in candidates], [ratios[c.key] for c in candidates], max_latency_vs_fp32)
+    passing, fast, shared = [candidates[i] for i in split.passing], [candidates[i] for i in split.fast], split.shared
     slower: dict[str, Any] | None = None
     order = lambda c: (c.value(objective_used), -c.quality, c.measured.size_bytes)  # noqa: E731
     if fast:
