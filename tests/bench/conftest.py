@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+import onnx
+import onnxruntime  # noqa: F401
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("onnxruntime")
+import torch
+import onnxruntime  # noqa: F401
 
 from edgekit.bench import BenchRequest, run_isolated  # noqa: E402
 from edgekit.config import Device  # noqa: E402

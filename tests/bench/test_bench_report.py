@@ -16,7 +16,7 @@ from edgekit.bench import make_document
 from edgekit.errors import ArtifactError, DataError
 from edgekit.report import write_report
 
-pytest.importorskip("matplotlib")
+import matplotlib  # noqa: F401  (a dev dependency: a broken install must fail, not skip)
 
 
 def _artifact(target: str, fmt: str, precision: str, size: int, accuracy: float, estimate_ms: float,

@@ -16,9 +16,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def small_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch = pytest.importorskip("torch")
-    litert_torch = pytest.importorskip("litert_torch")
-    pytest.importorskip("ai_edge_litert")
+    import torch
+    import litert_torch
+    import ai_edge_litert  # noqa: F401
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
                                 torch.nn.Linear(8 * 8 * 8, 10)).eval()
     path = tmp_path_factory.mktemp("tflite") / "small.tflite"
@@ -49,7 +49,7 @@ def test_cli_benches_tflite_and_onnx_together(tmp_path: Path, small_tflite: Path
 
 
 def test_corrupt_tflite_is_a_clear_error(tmp_path: Path) -> None:
-    pytest.importorskip("ai_edge_litert")
+    import ai_edge_litert  # noqa: F401
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(b"\x00" * 64)
     result = CliRunner().invoke(bench, [str(bad), "--runs", "3"])

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 
 def test_kd_loss_is_cross_entropy_at_alpha_zero_and_zero_for_a_perfect_copy() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 
 @pytest.mark.parametrize("value", ["0", "1", "-0.2", "1.5"])

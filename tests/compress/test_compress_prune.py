@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 
 def test_cubic_schedule_rises_fast_then_slowly_to_the_target() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("torch_pruning")
+import torch
+import torch_pruning  # noqa: F401
 
 
 def _load(workspace, name):

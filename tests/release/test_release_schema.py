@@ -18,7 +18,7 @@ from edgekit.release.manifest import read_manifest
 from edgekit.release.schema import manifest_schema, schema_errors, validate_manifest
 from edgekit.release.version import parse_loose, parse_semver
 
-jsonschema = pytest.importorskip("jsonschema")
+import jsonschema
 
 
 @pytest.fixture()

@@ -155,7 +155,7 @@ def test_fast_fp16_rounding_equals_numpy_float16_bit_for_bit() -> None:
 
 def test_emulated_runs_use_the_sessions_blas_threads() -> None:
     """threads=1 (the default) holds BLAS to one thread during run, and restores the setting afterwards."""
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import threadpoolctl
     from edgekit.backends.coreml.emulator import ops
 
     def blas_threads() -> set[int]:
