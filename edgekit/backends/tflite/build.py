@@ -534,6 +534,11 @@ def _candidate(ctx: _Context, variant: str, make: Recipe) -> tuple[Any, dict[str
     if ctx.rewrites:
         config["rewrites"] = list(ctx.rewrites)
     config.update(precision=request.precision, io=request.io, export_batch=ctx.batch)
+    if request.precision == "fp32" and not ctx.rewrites:
+        # The FP32 program is held to the FP32 model by validation's float-agreement check (the microcontroller
+        # rewrites approximate ops on purpose, so their programs are judged by the quality bars alone; FP16 is
+        # judged by its quality bar, as in the ONNX backend).
+        details["float_agreement"] = "fp32"
     path = job.workdir / f"{job.stem}.{variant}.tflite"
     atomic_write_bytes(path, data)
     try:

@@ -487,3 +487,17 @@ def test_corrupt_onnx_is_refused_cleanly(tmp_path: Path) -> None:
         open_session(path)
     with pytest.raises(ArtifactError):
         inspect(path)
+
+
+def test_the_fp32_program_is_held_to_the_fp32_model_and_others_are_not(builds: _Builds) -> None:
+    from edgekit.config import Budgets
+    from edgekit.validate import check_budgets
+
+    (artifact,) = builds("cnn", "fp32").candidates
+    assert artifact.details["float_agreement"] == "fp32"
+    drifted = {"max_abs_error_scaled": 0.5, "cosine": 0.99}  # what a float program must never do
+    checks = {c.budget: c for c in check_budgets(drifted, Budgets(), 1, artifact.details, device_measured=False,
+                                                 device_name="d")}
+    assert checks["float_agreement"].status == "fail"
+    for other in ("fp16", "int8"):
+        assert all("float_agreement" not in a.details for a in builds("cnn", other).candidates)

@@ -47,6 +47,7 @@ def test_fp32_matches_torch_for_any_batch() -> None:
     assert set(artifact.details["weights"]["by_precision"]) == {"fp32"}
     assert artifact.details["io"] == "float"
     assert "io_quantization" not in artifact.details
+    assert artifact.details["float_agreement"] == "fp32"  # validation holds it to the FP32 model
 
 
 def test_fp16_weights_are_float16() -> None:
@@ -58,6 +59,7 @@ def test_fp16_weights_are_float16() -> None:
     np.testing.assert_allclose(got, want, atol=2e-2)
     census = artifact.details["weights"]["by_precision"]
     assert census.get("fp16", 0) > 10 * census.get("fp32", 0)  # only the biases stay fp32
+    assert "float_agreement" not in artifact.details  # FP16 is judged by its quality bar
 
 
 def test_int8_returns_static_dynamic_range_and_weight_only_with_float_io() -> None:
