@@ -159,6 +159,7 @@ REGISTRY: dict[str, BackendInfo] = {
     "onnx": BackendInfo("onnx", "ONNX", (".onnx",), runtime="onnxruntime", extra="onnx", min_runtime="1.18.0",
                         delegate="CPUExecutionProvider", tool_packages=("torch", "onnx", "onnxscript", "onnxruntime"),
                         marker="o"),
+    # TFLite candidates record the converter's own min_runtime_version from the flatbuffer; this is the fallback.
     "tflite": BackendInfo("tflite", "TFLite", (".tflite",), runtime="ai-edge-litert", extra="tflite",
                           min_runtime="2.14.0", delegate="XNNPACK (LiteRT default delegate)",
                           tool_packages=("torch", "litert-torch", "ai-edge-quantizer", "ai-edge-litert"),

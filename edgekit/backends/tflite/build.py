@@ -121,7 +121,7 @@ from edgekit.artifact import Artifact, atomic_write_bytes
 from edgekit.backends import ExportJob, parse_options
 from edgekit.backends.model_key import model_key
 from edgekit.backends.tflite import coverage, export, fallback, fp32_timing, interface, micro, micro_rewrite, quantize
-from edgekit.backends.tflite.inspect import census_summary, io_description, parse, weight_census
+from edgekit.backends.tflite.inspect import census_summary, io_description, min_runtime_version, parse, weight_census
 from edgekit.backends.tflite.names import ModuleIndex
 from edgekit.errors import DataError, EdgekitError, InternalError, UnsupportedModelError
 
@@ -454,6 +454,8 @@ def _describe(data: bytes, job: ExportJob, batch: int) -> dict[str, Any]:
         # Signature names follow job.inputs / job.output_names; tensor names are litert-torch's.
         "signature_tensors": {d["name"]: d["tensor"] for d in inputs + outputs},
         "batch": batch,
+        # What the converter recorded (TFLite's own runtime versioning); None falls back to the registry's figure.
+        **({"min_runtime_version": found} if (found := min_runtime_version(parsed)) else {}),
         "batch_handling": (f"exported at the model's fixed batch {batch}; the runtime session feeds blocks of {batch} "
                            "samples, padding the last" if job.fixed_batch else
                            "exported at batch 1; the runtime session loops over larger batches"),

@@ -106,6 +106,17 @@ def parse(data: bytes, name: str = "model") -> ParsedModel:
     return ParsedModel(model, names)
 
 
+def min_runtime_version(parsed: ParsedModel) -> str | None:
+    """The ``min_runtime_version`` the converter wrote into the flatbuffer's metadata, or None."""
+    model = parsed.model
+    for entry in model.metadata or []:
+        if _text(entry.name) == "min_runtime_version" and 0 <= entry.buffer < len(model.buffers or []):
+            data = model.buffers[entry.buffer].data
+            text = bytes(data if data is not None else b"").split(b"\0", 1)[0].decode("ascii", "replace").strip()
+            return text or None
+    return None
+
+
 def _is_constant(model: Any, tensor: Any) -> bool:
     if not tensor.buffer or tensor.buffer >= len(model.buffers or []):
         return False
@@ -292,6 +303,7 @@ def inspect_bytes(data: bytes, name: str = "model") -> dict[str, Any]:
             "subgraphs": len(model.subgraphs),
             "signatures": [_text(s.signatureKey) for s in model.signatureDefs or []],
             "schema_version": int(model.version),
+            "min_runtime_version": min_runtime_version(parsed),
             "description": _text(model.description),
             "io_tensors": {"inputs": {d["name"]: d["tensor"] for d in inputs}, "outputs": {d["name"]: d["tensor"] for d in outputs}},
         },

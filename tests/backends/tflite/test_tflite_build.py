@@ -48,6 +48,11 @@ def test_fp32_matches_torch_for_any_batch() -> None:
     assert artifact.details["io"] == "float"
     assert "io_quantization" not in artifact.details
     assert artifact.details["float_agreement"] == "fp32"  # validation holds it to the FP32 model
+    # The converter's own figure, read back from the flatbuffer's metadata (the manifest records it).
+    from edgekit.backends.tflite.inspect import inspect as tflite_inspect
+
+    recorded = tflite_inspect(artifact.path)["details"]["min_runtime_version"]
+    assert recorded and artifact.details["min_runtime_version"] == recorded and recorded.count(".") == 2
 
 
 def test_fp16_weights_are_float16() -> None:
