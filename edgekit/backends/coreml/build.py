@@ -77,7 +77,7 @@ import numpy as np
 
 from edgekit.artifact import Artifact
 from edgekit.backends import ExportJob, parse_options
-from edgekit.backends.coreml import census, compress, export, sensitivity
+from edgekit.backends.coreml import census, compress, export, runtime, sensitivity
 from edgekit.backends.coreml.emulator.program import Package, load_package
 from edgekit.backends.coreml.options import Options
 from edgekit.coverage import BITS, REQUESTED_BITS, Coverage, FloatOp
@@ -260,7 +260,8 @@ def _artifact(ctx: _Context, path: Path, variant: str, config: dict[str, Any], e
     details = {
         "weights": weights,
         "float_weights": census.float_weights(package) if compressed else [],
-        "emulated": True,
+        # How this host validates it: edgekit's emulator, or Core ML itself on macOS (runtime.uses_core_ml).
+        "emulated": not runtime.uses_core_ml(),
         "export_path": exported.export_path,
         "rewrites": list(exported.rewrites),
         "flexible_batch": exported.flexible_batch,

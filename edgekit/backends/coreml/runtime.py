@@ -39,13 +39,14 @@ EMULATOR_VERSION = "2"
 EMULATOR_CHUNK = 8  # samples per emulator call for flexible-batch packages (8 ran 1.2-1.4x faster than 16 at 224x224)
 
 
-def _use_native() -> bool:
+def uses_core_ml() -> bool:
+    """Whether sessions here run Apple's Core ML (macOS, unless EDGEKIT_COREML_EMULATOR=1) rather than the emulator."""
     return sys.platform == "darwin" and os.environ.get("EDGEKIT_COREML_EMULATOR", "") not in ("1", "true")
 
 
 def runtime_version() -> str:
     """``coreml-emulator <edgekit>`` off macOS; ``coremltools <v> (Core ML)`` on macOS."""
-    if _use_native():
+    if uses_core_ml():
         import coremltools
 
         return f"coremltools {coremltools.__version__} (Core ML)"
@@ -142,7 +143,7 @@ class CoreMLSession:
         self._fixed = fixed_batch(self.package)
         self._native: Any = None
         self._interpreter: Interpreter | None = None
-        if _use_native():  # Apple's runtime runs ops the emulator may not know
+        if uses_core_ml():  # Apple's runtime runs ops the emulator may not know
             import coremltools as ct
 
             self._native = ct.models.MLModel(str(self.path))

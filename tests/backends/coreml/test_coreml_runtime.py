@@ -177,3 +177,14 @@ def test_emulated_runs_use_the_sessions_blas_threads() -> None:
         ops.REGISTRY["linear"] = original
     assert seen and all(threads <= {1} for threads in seen)
     assert blas_threads() == before
+
+
+def test_core_ml_itself_runs_only_on_macos_unless_the_emulator_is_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a build records as ``emulated`` follows this: a macOS build validated with Core ML says False."""
+    monkeypatch.delenv("EDGEKIT_COREML_EMULATOR", raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert runtime.uses_core_ml() is False
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert runtime.uses_core_ml() is True
+    monkeypatch.setenv("EDGEKIT_COREML_EMULATOR", "1")
+    assert runtime.uses_core_ml() is False
