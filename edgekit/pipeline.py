@@ -144,10 +144,12 @@ def search_requests(profile: TargetProfile) -> dict[str, list[ArtifactRequest]]:
     return {fmt: list(requests.values()) for fmt, requests in plan.items()}
 
 
-def _artifact_name(stem: str, request: ArtifactRequest) -> str:
+def _artifact_name(stem: str, request: ArtifactRequest, model_variant: str | None = None) -> str:
+    """``<stem>[.<model variant>].<precision>[.io-int8]<suffix>``: a compressed variant says so in its name."""
     suffix = backends.info(request.format).suffixes[0]
     io = "" if request.io == "float" else f".io-{request.io}"
-    return f"{stem}.{request.precision}{io}{suffix}"
+    variant = f".{model_variant}" if model_variant else ""
+    return f"{stem}{variant}.{request.precision}{io}{suffix}"
 
 
 def _first_sample(data: Dataset, batch: int | None) -> dict[str, np.ndarray]:
@@ -415,7 +417,8 @@ class Build:
     def _write(self, request: ArtifactRequest, profile: TargetProfile, chosen: Artifact, winner: Measured,
                selection: dict[str, Any], variant: ModelVariant, searched: bool = False) -> dict[str, Any]:
         """Copy the chosen candidate into ``OUT/<target>/`` with its JSON report; return its manifest entry."""
-        relative = Path(profile.name) / _artifact_name(self.stem, request)
+        relative = Path(profile.name) / _artifact_name(self.stem, request,
+                                                       None if variant is self.base else variant.name)
         destination = self.inputs.output / relative
         atomic_copy(chosen.path, destination)
         entry: dict[str, Any] = {

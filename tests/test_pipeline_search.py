@@ -75,6 +75,7 @@ def test_auto_tries_pruned_variants_and_records_the_compression_it_ships(tiny_cn
     (excluded,) = record["excluded"]
     assert excluded["candidate"] == "pruned-m0.001" and excluded["reason"]
     assert artifact["model_variant"] == "pruned-s0.6"
+    assert ".pruned-s0.6." in artifact["path"]  # the file name says it is the pruned model, not the one given
     assert [stage["stage"] for stage in artifact["compression"]] == ["prune"]
     assert artifact["compression"][0]["after"]["weight_sparsity"] == pytest.approx(0.6, abs=0.02)
 
