@@ -78,7 +78,7 @@ def main() -> int:
             unique = {a["sha256"]: a for a in artifacts}  # targets sharing an artifact are timed once
             paths = [Path(tmp) / a["path"] for a in unique.values()]
             p50 = interleaved_p50(paths, feeds, args.runs)
-            base_latency = p50[Path(tmp) / baseline["path"]]
+            base_latency = p50[Path(tmp) / unique[baseline["sha256"]]["path"]]  # targets may share its bytes
             for artifact in sorted(artifacts, key=lambda a: (a["target"], a["format"], a["precision"])):
                 path = Path(tmp) / artifact["path"]
                 latency = p50.get(path) or p50[Path(tmp) / unique[artifact["sha256"]]["path"]]
