@@ -11,10 +11,11 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from edgekit.errors import OutputError
@@ -124,6 +125,67 @@ def atomic_copy(source: Path, destination: Path) -> None:
 
 
 @dataclass(frozen=True)
+class CandidateFacts:
+    """The facts about a candidate that the rest of edgekit reads, whatever the format.
+
+    Backends write them into ``Artifact.details`` under these keys; every
+    other key there is the backend's own and only reported. ``read`` checks
+    the types, so a backend that writes a wrong one fails loudly at the first
+    reader instead of deep inside a budget check.
+
+    ``weights``: the weight census (``by_precision``, ``parameters``);
+    ``coverage``: ``edgekit.coverage.Coverage.as_dict()``; ``float_agreement``:
+    "fp32" / "fp16" for a plain float program validation holds to the FP32
+    model (``validate.FLOAT_AGREEMENT``); ``vs_fp32``: the interleaved timing
+    record (``edgekit.timing.comparison``, or ``{"error": ...}``);
+    ``min_runtime_version``: the oldest runtime that loads it, when the
+    backend knows better than its registry entry; ``emulated``: validated by
+    an emulator on this host; ``micro``: microcontroller figures (flash,
+    arena); ``io_quantization``: scale and zero point of integer I/O.
+    """
+
+    weights: Mapping[str, Any] | None = None
+    coverage: Mapping[str, Any] | None = None
+    float_agreement: str | None = None
+    vs_fp32: Mapping[str, Any] | None = None
+    min_runtime_version: str | None = None
+    emulated: bool = False
+    micro: Mapping[str, Any] | None = None
+    io_quantization: Mapping[str, Any] | None = None
+
+    # Facts a manifest entry carries as they are (besides the ones it turns into its own fields).
+    MANIFEST_KEYS = ("io_quantization", "micro", "weights", "emulated", "coverage")
+
+    @classmethod
+    def read(cls, details: Mapping[str, Any], where: str = "candidate") -> CandidateFacts:
+        """The facts in ``details``; InternalError naming the key when a backend wrote the wrong type."""
+        from dataclasses import fields
+
+        from edgekit.errors import InternalError
+
+        expected = {"weights": Mapping, "coverage": Mapping, "vs_fp32": Mapping, "micro": Mapping,
+                    "io_quantization": Mapping, "float_agreement": str, "min_runtime_version": str, "emulated": bool}
+        values = {}
+        for item in fields(cls):
+            value = details.get(item.name)
+            if value is None:
+                continue
+            if not isinstance(value, expected[item.name]):
+                raise InternalError(f"{where}: details['{item.name}'] is a {type(value).__name__}, "
+                                    f"not a {expected[item.name].__name__}")
+            values[item.name] = value
+        if values.get("float_agreement") not in (None, "fp32", "fp16"):
+            raise InternalError(f"{where}: float_agreement {values['float_agreement']!r} is neither 'fp32' nor 'fp16'")
+        return cls(**values)
+
+    @property
+    def latency_vs_fp32(self) -> float | None:
+        """The candidate's host p50 over its FP32 counterpart's, timed interleaved; None when not timed."""
+        ratio = (self.vs_fp32 or {}).get("latency_vs_fp32")
+        return float(ratio) if isinstance(ratio, (int, float)) else None
+
+
+@dataclass(frozen=True)
 class Artifact:
     """A built model file and what made it.
 
@@ -138,7 +200,16 @@ class Artifact:
     variant: str
     parent: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Frozen means frozen: a backend adds facts by making a new Artifact (dataclasses.replace), never in place.
+        object.__setattr__(self, "details", MappingProxyType(dict(self.details)))
+
+    @property
+    def facts(self) -> CandidateFacts:
+        """The typed view of ``details`` the pipeline and validation read (see ``CandidateFacts``)."""
+        return CandidateFacts.read(self.details, f"{self.format} {self.precision} {self.variant}")
 
     @property
     def sha256(self) -> str:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from edgekit import __version__, backends
-from edgekit.artifact import Artifact, atomic_copy, atomic_write_bytes, ensure_writable_dir, sha256_file, size_bytes
+from edgekit.artifact import Artifact, CandidateFacts, atomic_copy, atomic_write_bytes, ensure_writable_dir, sha256_file, size_bytes
 from edgekit.config import ArtifactRequest, BuildConfig, TargetProfile
 from edgekit.data import Dataset, Split, bind_inputs, load_npz, split
 from edgekit.errors import BackendUnavailableError, DataError, EdgekitError, InputError
@@ -348,11 +348,12 @@ class Build:
         """Each candidate's metrics with this target's budget checks, in ``found.artifacts`` order."""
         measured = []
         for artifact in found.artifacts:
+            facts = artifact.facts
             checks = check_budgets(found.metrics[artifact.variant], profile.budgets_for(artifact.precision),
-                                   artifact.size_bytes, artifact.details, device_measured=self.config.build.latency_on_host,
+                                   artifact.size_bytes, facts, device_measured=self.config.build.latency_on_host,
                                    device_name=profile.name, classes=self.classes)
             measured.append(Measured(artifact.variant, found.metrics[artifact.variant], checks, artifact.size_bytes,
-                                     fp32_ratio=artifact.details.get("vs_fp32", {}).get("latency_vs_fp32")))
+                                     fp32_ratio=facts.latency_vs_fp32))
         return measured
 
     def _ship(self, request: ArtifactRequest, profile: TargetProfile, found: CandidateSet) -> dict[str, Any]:
@@ -432,7 +433,7 @@ class Build:
             "sha256": sha256_file(destination),
             "size_bytes": size_bytes(destination),
             "runtime": backends.info(request.format).runtime,
-            "min_runtime_version": chosen.details.get("min_runtime_version", backends.info(request.format).min_runtime),
+            "min_runtime_version": chosen.facts.min_runtime_version or backends.info(request.format).min_runtime,
             "metrics": winner.metrics,
             "budgets": profile.budgets_for(request.precision).model_dump(exclude_none=True),
             "checks": [c.as_dict() for c in winner.checks],
@@ -456,10 +457,11 @@ class Build:
             if check["budget"] == "max_latency_ms" and check["status"] == "skipped" and estimated is not None:
                 side = "within" if estimated <= check["limit"] else "over"
                 check["note"] += f"; roofline estimate {estimated:.3g} ms is {side} the budget"
-        for key in ("io_quantization", "micro", "weights", "emulated", "coverage"):
+        facts = chosen.facts
+        for key in CandidateFacts.MANIFEST_KEYS:
             if key in chosen.details:
-                entry[key] = chosen.details[key]
-        report = {**entry, "config": chosen.config, "details": chosen.details,
+                entry[key] = getattr(facts, key)
+        report = {**entry, "config": chosen.config, "details": dict(chosen.details),
                   "reference": self.reference_metrics, "data_split_sha256": self.split.sha256}
         report["search" if searched else "selection"] = selection
         if variant is not self.base:

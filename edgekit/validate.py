@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgekit import fidelity
+from edgekit.artifact import CandidateFacts
 from edgekit.backends import Session
 from edgekit.config import Budgets
 from edgekit.data import Dataset
@@ -66,7 +67,7 @@ sqnr_db = fidelity.sqnr_db
 
 
 # Float agreement: how closely a plain float program must reproduce the FP32 model, by compute precision.
-# A backend opts a candidate in with ``details["float_agreement"] = "fp16"`` (or "fp32") when the
+# A backend opts a candidate in with ``CandidateFacts.float_agreement`` "fp16" (or "fp32") when the
 # candidate is the model converted at that precision and nothing else (no weight compression).
 FLOAT_AGREEMENT = {"fp32": 1e-4, "fp16": 1e-2}
 # Outputs larger than this have their error judged relative to their size. Measured: FP16 error is
@@ -198,9 +199,9 @@ def _sqnr_check(limit: float | None, metrics: dict[str, float], no_reference: st
                   "" if "sqnr_db" in metrics else no_reference)
 
 
-def _agreement_check(metrics: dict[str, float], details: dict[str, Any], no_reference: str) -> Check | None:
-    """The float-agreement check of a candidate whose backend declared ``details["float_agreement"]``."""
-    precision = details.get("float_agreement")
+def _agreement_check(metrics: dict[str, float], facts: CandidateFacts, no_reference: str) -> Check | None:
+    """The float-agreement check of a candidate whose backend declared ``facts.float_agreement``."""
+    precision = facts.float_agreement
     if precision is None:
         return None
     limit = FLOAT_AGREEMENT[precision]
@@ -224,7 +225,7 @@ def check_budgets(
     metrics: dict[str, float],
     budgets: Budgets,
     size: int,
-    details: dict[str, Any],
+    facts: CandidateFacts,
     device_measured: bool,
     device_name: str,
     classes: bool = True,
@@ -243,7 +244,7 @@ def check_budgets(
     otherwise it is skipped with a note (the argmax of an embedding means
     nothing).
 
-    Besides the profile's budgets, a candidate whose ``details`` name a
+    Besides the profile's budgets, a candidate whose ``facts`` name a
     ``float_agreement`` precision ("fp32" or "fp16": a plain float program)
     gets the ``float_agreement`` check: its outputs must match the FP32
     reference within ``FLOAT_AGREEMENT[precision]`` (see
@@ -256,7 +257,7 @@ def check_budgets(
     """
     le = lambda v, lim: v <= lim  # noqa: E731
     ge = lambda v, lim: v >= lim  # noqa: E731
-    micro = details.get("micro", {})
+    micro = facts.micro or {}
     not_here = f"not measured on {device_name}; run `edgekit validate --target {device_name}` or `edgekit bench` on the device"
     no_labels = "no labels in the data"
     no_reference = "no FP32 reference"
@@ -285,7 +286,7 @@ def check_budgets(
         _check("max_arena_kb", budgets.max_arena_kb,
                micro["arena_bytes"] / 1024 if "arena_bytes" in micro else None, le,
                micro.get("method", "no tensor-arena figure for this artifact")),
-        _agreement_check(metrics, details, no_reference),
+        _agreement_check(metrics, facts, no_reference),
     ]
     found = [c for c in checks if c is not None]
     quality = [c for c in found if c.budget in QUALITY_BUDGETS]

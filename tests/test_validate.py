@@ -1,5 +1,6 @@
 import numpy as np
 
+from edgekit.artifact import CandidateFacts
 from edgekit.config import Budgets
 from edgekit.select import Measured, choose
 from edgekit.validate import Check, check_budgets, cosine, decided_by, max_abs_error, sqnr_db, top1_agreement, verdict
@@ -19,12 +20,12 @@ def test_fidelity_metrics_on_known_values() -> None:
 def test_budget_checks_pass_fail_and_skip_with_reasons() -> None:
     budgets = Budgets(max_size_mb=1.0, max_accuracy_drop=0.01, max_latency_ms=5.0, min_cosine=0.99)
     metrics = {"accuracy_drop": 0.02, "cosine": 0.995, "latency_p50_ms": 1.0}
-    checks = {c.budget: c for c in check_budgets(metrics, budgets, 500_000, {}, device_measured=False, device_name="pi")}
+    checks = {c.budget: c for c in check_budgets(metrics, budgets, 500_000, CandidateFacts(), device_measured=False, device_name="pi")}
     assert checks["max_size_mb"].status == "pass" and checks["max_size_mb"].value == 0.5
     assert checks["max_accuracy_drop"].status == "fail"
     assert checks["min_cosine"].status == "pass"
     assert checks["max_latency_ms"].status == "skipped" and "pi" in checks["max_latency_ms"].note
-    on_device = {c.budget: c for c in check_budgets(metrics, budgets, 500_000, {}, device_measured=True, device_name="pi")}
+    on_device = {c.budget: c for c in check_budgets(metrics, budgets, 500_000, CandidateFacts(), device_measured=True, device_name="pi")}
     assert on_device["max_latency_ms"].status == "pass"
     assert not verdict(list(checks.values()))
 
@@ -32,7 +33,7 @@ def test_budget_checks_pass_fail_and_skip_with_reasons() -> None:
 def test_microcontroller_budgets_use_flash_and_arena_figures() -> None:
     budgets = Budgets(max_flash_kb=100, max_arena_kb=10)
     details = {"micro": {"flash_bytes": 50 * 1024, "arena_bytes": 20 * 1024, "method": "measured"}}
-    checks = {c.budget: c for c in check_budgets({}, budgets, 1, details, device_measured=False, device_name="mcu")}
+    checks = {c.budget: c for c in check_budgets({}, budgets, 1, CandidateFacts.read(details), device_measured=False, device_name="mcu")}
     assert checks["max_flash_kb"].status == "pass" and checks["max_arena_kb"].status == "fail"
 
 
@@ -69,7 +70,7 @@ def test_identical_outputs_have_no_sqnr_but_pass_an_sqnr_budget() -> None:
     metrics = evaluate(Echo(), Dataset({"x": x}, None), [x], None)
     assert "sqnr_db" not in metrics and metrics["max_abs_error"] == 0.0
     json.dumps(metrics, allow_nan=False)  # manifests are strict JSON
-    checks = check_budgets(metrics, Budgets(min_sqnr_db=30.0), 1, {}, device_measured=False, device_name="d")
+    checks = check_budgets(metrics, Budgets(min_sqnr_db=30.0), 1, CandidateFacts(), device_measured=False, device_name="d")
     assert checks[0].status == "pass" and "identical" in checks[0].note
 
 
@@ -87,7 +88,7 @@ def test_scaled_max_abs_error_is_max_abs_error_for_outputs_within_the_magnitude(
 def test_float_agreement_check_only_for_declared_float_programs_and_it_can_fail() -> None:
     def agreement(scaled_error: float | None, details: dict) -> Check | None:
         metrics = {} if scaled_error is None else {"max_abs_error": scaled_error, "max_abs_error_scaled": scaled_error}
-        checks = check_budgets(metrics, Budgets(max_size_mb=1.0), 1, details, device_measured=False, device_name="iphone")
+        checks = check_budgets(metrics, Budgets(max_size_mb=1.0), 1, CandidateFacts.read(details), device_measured=False, device_name="iphone")
         return next((c for c in checks if c.budget == "float_agreement"), None)
 
     fp16 = {"float_agreement": "fp16"}
@@ -108,19 +109,34 @@ def test_float_agreement_check_only_for_declared_float_programs_and_it_can_fail(
 def test_a_verdict_never_rests_on_skipped_quality_budgets() -> None:
     """Unlabelled data and no FP32 reference: every quality budget is skipped, so the artifact cannot pass."""
     budgets = Budgets(max_size_mb=1.0, max_accuracy_drop=0.01, min_cosine=0.99)
-    checks = check_budgets({"samples": 10.0}, budgets, 1000, {}, device_measured=False, device_name="pi")
+    checks = check_budgets({"samples": 10.0}, budgets, 1000, CandidateFacts(), device_measured=False, device_name="pi")
     quality = [c for c in checks if c.budget == "quality"]
     assert quality and quality[0].status == "fail" and "max_accuracy_drop" in quality[0].note
     assert not verdict(checks)
-    measured = check_budgets({"cosine": 0.995}, budgets, 1000, {}, device_measured=False, device_name="pi")
+    measured = check_budgets({"cosine": 0.995}, budgets, 1000, CandidateFacts(), device_measured=False, device_name="pi")
     assert verdict(measured) and decided_by(measured) == ["min_cosine"]
 
 
 def test_top1_agreement_is_judged_only_for_class_scores() -> None:
     budgets = Budgets(min_top1_agreement=0.95)
     metrics = {"cosine": 0.999, "top1_agreement": 0.5}
-    judged = {c.budget: c for c in check_budgets(metrics, budgets, 1, {}, device_measured=False, device_name="d")}
+    judged = {c.budget: c for c in check_budgets(metrics, budgets, 1, CandidateFacts(), device_measured=False, device_name="d")}
     assert judged["min_top1_agreement"].status == "fail"
-    unjudged = {c.budget: c for c in check_budgets(metrics, budgets, 1, {}, device_measured=False, device_name="d",
+    unjudged = {c.budget: c for c in check_budgets(metrics, budgets, 1, CandidateFacts(), device_measured=False, device_name="d",
                                                    classes=False)}
     assert unjudged["min_top1_agreement"].status == "skipped" and "task" in unjudged["min_top1_agreement"].note
+
+
+def test_candidate_facts_are_type_checked_where_they_are_read() -> None:
+    """A backend that writes a fact of the wrong type fails at the first reader, naming the key."""
+    import pytest
+
+    from edgekit.errors import InternalError
+
+    facts = CandidateFacts.read({"float_agreement": "fp32", "vs_fp32": {"latency_vs_fp32": 0.8}, "recipe": "own key"})
+    assert facts.float_agreement == "fp32" and facts.latency_vs_fp32 == 0.8 and facts.micro is None
+    assert CandidateFacts.read({"vs_fp32": {"error": "timing failed"}}).latency_vs_fp32 is None
+    with pytest.raises(InternalError, match=r"details\['coverage'\] is a list"):
+        CandidateFacts.read({"coverage": [0.9]}, "onnx int8 qdq")
+    with pytest.raises(InternalError, match="neither 'fp32' nor 'fp16'"):
+        CandidateFacts.read({"float_agreement": "int8"})

@@ -6,7 +6,11 @@ imported only when needed so that ``import edgekit`` stays light:
 - ``build.py``   ``build(job: ExportJob) -> list[Artifact]``: export from torch
   and quantize with the format's own tool. Returns one or more *candidates*
   (files inside ``job.workdir``) for the requested precision; the pipeline
-  measures them and keeps the best. May import torch and converters.
+  measures them and keeps the best. The facts the pipeline reads go into
+  ``Artifact.details`` under the keys of ``edgekit.artifact.CandidateFacts``
+  (census, coverage, float agreement, FP32 timing, minimum runtime); any
+  other key is the backend's own and only reported. May import torch and
+  converters.
 - ``runtime.py`` ``open_session(path, threads=1) -> Session`` and
   ``runtime_version() -> str``. Imports only the format's runtime (never torch
   or a converter), so device-side commands run with the ``runtime`` extra.

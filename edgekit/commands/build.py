@@ -126,6 +126,7 @@ def validate(artifact: Path, data: Path, target: str | None, reference: Path | N
     from edgekit.config import Precision, load_profile
     from edgekit.data import bind_inputs, load_npz
     from edgekit.machine import same_arch
+    from edgekit.artifact import CandidateFacts
     from edgekit.validate import check_budgets, evaluate, measure_latency, peak_rss_mb, run_batched, verdict
     from edgekit.artifact import size_bytes
 
@@ -155,7 +156,7 @@ def validate(artifact: Path, data: Path, target: str | None, reference: Path | N
         # A host of another instruction set is not the device: its latency and RAM say nothing
         # certain about the target, and an emulator's say nothing at all (as in `build`).
         on_device = same_arch(profile.device.arch) and not getattr(session, "emulated", False)
-        checks = check_budgets(metrics, budgets, report["size_bytes"], _build_details(artifact),
+        checks = check_budgets(metrics, budgets, report["size_bytes"], CandidateFacts.read(_build_details(artifact), artifact.name),
                                device_measured=on_device, device_name=profile.name, classes=dataset.labelled)
         report["target"] = profile.name
         report["measured_on_device"] = on_device

@@ -171,8 +171,8 @@ def _artifact(ctx: _Context, path: Path, variant: str, config: dict[str, Any], d
                     details=facts)
 
 
-def _time_against_fp32(job: ExportJob, fp32: Path, candidates: list[Artifact]) -> None:
-    """Time the FP32 export and every candidate in one interleaved run; add ``details["vs_fp32"]``.
+def _time_against_fp32(job: ExportJob, fp32: Path, candidates: list[Artifact]) -> list[dict[str, Any]]:
+    """Each candidate's ``vs_fp32`` record: the FP32 export and every candidate timed in one interleaved run.
 
     A timing failure leaves the candidates with ``{"error": ...}`` instead of
     the figure (the selection then falls back to the pipeline's separate FP32
@@ -185,11 +185,8 @@ def _time_against_fp32(job: ExportJob, fp32: Path, candidates: list[Artifact]) -
         timing = fp32_timing.interleaved([fp32] + [a.path for a in candidates], feeds)
     except (EdgekitError, ValueError) as exc:
         reason = exc.problem if isinstance(exc, EdgekitError) else f"{type(exc).__name__}: {str(exc)[:300]}"
-        for artifact in candidates:
-            artifact.details["vs_fp32"] = {"error": reason}
-        return
-    for artifact, own in zip(candidates, timing[1:]):
-        artifact.details["vs_fp32"] = fp32_timing.comparison(own, timing[0])
+        return [{"error": reason} for _ in candidates]
+    return [fp32_timing.comparison(own, timing[0]) for own in timing[1:]]
 
 
 # ---------------------------------------------------------------- recipes
@@ -557,7 +554,8 @@ def build(job: ExportJob) -> list[Artifact]:
             f"no {precision} onnx artifact could be made for target {job.profile.name}: {'; '.join(ctx.notes)}",
             "The model may have no layers this precision applies to; choose another precision for this target",
         )
-    if precision != "fp32":
-        _time_against_fp32(job, fp32, kept)
+    timings = _time_against_fp32(job, fp32, kept) if precision != "fp32" else [None] * len(kept)
     return [Artifact(a.path, a.format, a.precision, a.variant, a.parent, a.config,
-                     {**a.details, "notes": ctx.notes, "build_seconds": ctx.seconds}) for a in kept]
+                     {**a.details, "notes": ctx.notes, "build_seconds": ctx.seconds,
+                      **({"vs_fp32": vs} if vs is not None else {})})
+            for a, vs in zip(kept, timings)]

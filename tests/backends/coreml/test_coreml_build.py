@@ -42,7 +42,7 @@ def _measured(name: str, artifact):  # type: ignore[no-untyped-def]
     s = sample(name)
     session = open_session(artifact.path)
     metrics = evaluate(session, Dataset(s.feeds, s.labels), reference(name), None)
-    checks = check_budgets(metrics, Budgets(), artifact.size_bytes, artifact.details, device_measured=False,
+    checks = check_budgets(metrics, Budgets(), artifact.size_bytes, artifact.facts, device_measured=False,
                            device_name="iphone")
     return Measured(artifact.variant, metrics, checks, artifact.size_bytes)
 

@@ -496,7 +496,7 @@ def test_the_fp32_program_is_held_to_the_fp32_model_and_others_are_not(builds: _
     (artifact,) = builds("cnn", "fp32").candidates
     assert artifact.details["float_agreement"] == "fp32"
     drifted = {"max_abs_error_scaled": 0.5, "cosine": 0.99}  # what a float program must never do
-    checks = {c.budget: c for c in check_budgets(drifted, Budgets(), 1, artifact.details, device_measured=False,
+    checks = {c.budget: c for c in check_budgets(drifted, Budgets(), 1, artifact.facts, device_measured=False,
                                                  device_name="d")}
     assert checks["float_agreement"].status == "fail"
     for other in ("fp16", "int8"):

@@ -64,5 +64,6 @@ def test_a_timing_failure_is_recorded_not_raised(tiny_cnn, tmp_path: Path) -> No
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x07garbage")
     candidate = onnx_build.Artifact(bad, "onnx", "int8", "broken", details={})
-    onnx_build._time_against_fp32(job, fp32.path, [candidate])
-    assert "bad.onnx" in candidate.details["vs_fp32"]["error"]
+    (record,) = onnx_build._time_against_fp32(job, fp32.path, [candidate])
+    assert "bad.onnx" in record["error"]
+    assert candidate.details == {}, "the candidate itself is not changed"
