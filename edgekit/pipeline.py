@@ -152,6 +152,16 @@ def _artifact_name(stem: str, request: ArtifactRequest, model_variant: str | Non
     return f"{stem}{variant}.{request.precision}{io}{suffix}"
 
 
+def _check_schema(manifest: dict[str, Any]) -> None:
+    """Refuse to write a manifest that ``verify`` and ``bundle`` would refuse to read: that is edgekit's bug."""
+    from edgekit.errors import InternalError
+    from edgekit.release.schema import schema_errors
+
+    problems = schema_errors(manifest)
+    if problems:
+        raise InternalError(f"the build made a manifest its own schema refuses: {'; '.join(problems[:5])}")
+
+
 def _first_sample(data: Dataset, batch: int | None) -> dict[str, np.ndarray]:
     """What latency is timed on: one sample, or one full batch of a fixed-batch model."""
     from edgekit.batching import pad_to
@@ -538,6 +548,7 @@ class Build:
                 target["status"] = "passed" if all(a["passed"] for a in mine) else "failed"
             targets.append(target)
         manifest = self._manifest(targets, artifacts)
+        _check_schema(manifest)
         write_manifest(output, manifest)
         _remove_stale(output, earlier - _listed_in(manifest))
         self.reporter.step("writing report.html")

@@ -239,3 +239,20 @@ def test_labels_beyond_the_models_classes_are_refused_before_any_export(tiny_cnn
     with pytest.raises(DataError, match="sample 5 is 10, but the model's first output has 10 class scores"):
         Build(BuildInputs(config, [load_profile("raspberry-pi-4")], data, tmp_path / "out")).run()
     assert not (tmp_path / "out" / ".work").exists() or not any((tmp_path / "out" / ".work").iterdir())
+
+
+def test_a_manifest_its_own_schema_refuses_is_never_written(tiny_cnn, tmp_path: Path, monkeypatch) -> None:
+    from edgekit.artifact import Artifact
+    from edgekit.config import ArtifactRequest
+    from edgekit.errors import InternalError
+
+    inputs = _inputs(tiny_cnn, tmp_path / "out")
+    inputs.targets = [t.model_copy(update={"artifacts": [ArtifactRequest(format="onnx", precision="fp32")]})
+                      for t in inputs.targets]
+    real = Artifact.facts.fget
+    # A backend bug: a census the manifest schema types as an object, written as a list.
+    monkeypatch.setattr(Artifact, "facts", property(lambda a: real(a).__class__(**{**real(a).__dict__,
+                                                                                   "weights": ["not", "an object"]})))
+    with pytest.raises(InternalError, match="its own schema refuses"):
+        Build(inputs).run()
+    assert not (tmp_path / "out" / "manifest.json").exists()
