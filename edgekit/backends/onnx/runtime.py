@@ -63,6 +63,7 @@ class OnnxSession:
                     f"Give arrays named {', '.join(s.name for s in self.inputs)}",
                 )
             prepared[spec.name] = np.ascontiguousarray(feeds[spec.name], dtype=spec.dtype)
+            _check_shape(spec, prepared[spec.name].shape, fixed_batch=self.fixed_batch is not None)
         if self.fixed_batch is not None and len(next(iter(prepared.values()))) != self.fixed_batch:
             return run_in_chunks(self._run, prepared, self.fixed_batch)
         return self._run(prepared)
@@ -72,13 +73,27 @@ class OnnxSession:
             outputs = self._session.run(None, prepared)
         except Exception as exc:
             raise DataError(
-                f"onnxruntime rejected the inputs: {str(exc).strip().splitlines()[0]}",
+                f"onnxruntime rejected the inputs: {' '.join(str(exc).split())}",  # its index and sizes are on line 2
                 "Check the data's shapes and dtypes match `edgekit inspect` of the artifact",
             ) from None
         return [np.asarray(o) for o in outputs]
 
     def close(self) -> None:
         """Nothing to release beyond memory; present so every session can be closed alike."""
+
+
+def _check_shape(spec: TensorSpec, shape: tuple[int, ...], fixed_batch: bool) -> None:
+    """A DataError naming the input, the axis, its size and the size the model takes, before onnxruntime runs."""
+    expected = ["batch" if d is None else str(d) for d in spec.shape]
+    wanted = f"({', '.join(expected)})"
+    if len(shape) != len(spec.shape):
+        raise DataError(f"input '{spec.name}' has shape {tuple(shape)} ({len(shape)} axes); the model takes {wanted}",
+                        "Reshape the data to the model's input shape (`edgekit inspect` shows it)")
+    for axis, (got, want) in enumerate(zip(shape, spec.shape)):
+        if want is not None and got != want and not (axis == 0 and fixed_batch):  # a fixed batch is fed in chunks
+            raise DataError(f"input '{spec.name}' axis {axis} is {got}, but the model takes {want} "
+                            f"(data shape {tuple(shape)}, model {wanted})",
+                            "Reshape the data to the model's input shape (`edgekit inspect` shows it)")
 
 
 def open_session(path: Path, threads: int = 1) -> OnnxSession:
