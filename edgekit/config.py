@@ -370,13 +370,23 @@ def with_search_on(profile: TargetProfile) -> TargetProfile:
 
 def load_build_config(path: Path) -> BuildConfig:
     """Load ``edgekit.toml``; relative paths inside it resolve against its folder."""
+    return read_build_config(path)[0]
+
+
+def read_build_config(path: Path, set_aside: tuple[str, ...] = ()) -> tuple[BuildConfig, dict[str, Any]]:
+    """``edgekit.toml`` as a BuildConfig, and the raw tables named in ``set_aside`` (taken out before validation).
+
+    ``edgekit prune`` / ``distill`` set aside ``[prune]`` / ``[distill]`` to lay their command-line flags over them
+    before those tables are validated.
+    """
     data = read_toml(path, "build config")
+    raw = {key: data.pop(key) for key in set_aside if key in data}
     try:
         config = BuildConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(
             f"invalid build config {_format_validation_error(exc, str(path))}",
-            "Fix the config; see README.md for the keys it accepts",
+            "Fix the config; see README.md and docs/compression.md for the keys it accepts",
         ) from None
     # A target given as a profile file is overridden by the file's stem (profiles are named after their files).
     listed = {*config.build.targets, *(Path(t).stem for t in config.build.targets if t.endswith(".toml"))}
@@ -386,4 +396,23 @@ def load_build_config(path: Path) -> BuildConfig:
             f"{path}: [overrides] names targets that are neither shipped nor listed in build.targets: {', '.join(unknown)}",
             "Fix the target names",
         )
-    return config.model_copy(update={"base_dir": path.parent.resolve()})
+    return config.model_copy(update={"base_dir": path.parent.resolve()}), raw
+
+
+def build_config_from(source: str, trust_pickle: bool = False, weights: Path | None = None,
+                      set_aside: tuple[str, ...] = ()) -> tuple[BuildConfig, dict[str, Any]]:
+    """The BuildConfig a command's CONFIG_OR_MODEL names: an edgekit.toml, a model file, or module:factory.
+
+    Returns it with the raw tables ``set_aside`` from a config file (see ``read_build_config``).
+    """
+    path = Path(source)
+    if path.suffix == ".toml":
+        config, raw = read_build_config(path, set_aside)
+        if trust_pickle:
+            config = config.model_copy(update={"model": config.model.model_copy(update={"trust_pickle": True})})
+        return config, raw
+    if weights is not None or (":" in source and not path.exists()):
+        model = ModelSection(factory=source, weights=str(weights) if weights else None)
+    else:
+        model = ModelSection(path=source, trust_pickle=trust_pickle)
+    return BuildConfig(model=model, base_dir=Path.cwd()), {}

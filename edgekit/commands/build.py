@@ -16,19 +16,9 @@ from edgekit.commands.output import console, emit_json, progress_reporter, summa
 
 def _config_from_source(source: str, trust_pickle: bool, factory_weights: Path | None) -> Any:
     """A BuildConfig from CONFIG_OR_MODEL: an edgekit.toml, a model file, or module:factory."""
-    from edgekit.config import BuildConfig, ModelSection, load_build_config
+    from edgekit.config import build_config_from
 
-    path = Path(source)
-    if path.suffix == ".toml":
-        config = load_build_config(path)
-        if trust_pickle:
-            config = config.model_copy(update={"model": config.model.model_copy(update={"trust_pickle": True})})
-        return config
-    if factory_weights is not None or (":" in source and not path.exists()):
-        model = ModelSection(factory=source, weights=str(factory_weights) if factory_weights else None)
-    else:
-        model = ModelSection(path=source, trust_pickle=trust_pickle)
-    return BuildConfig(model=model, base_dir=Path.cwd())
+    return build_config_from(source, trust_pickle, factory_weights)[0]
 
 
 @click.command()

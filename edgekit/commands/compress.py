@@ -22,32 +22,12 @@ from edgekit.errors import InputError
 def _load_source(source: str, weights: Path | None, trust_pickle: bool) -> tuple[Any, dict[str, Any]]:
     """(BuildConfig, raw [prune]/[distill] tables) from an edgekit.toml, a model file or module:factory.
 
-    The compression tables are taken out before the rest is validated as a
-    BuildConfig, so this works whether or not BuildConfig knows them.
+    The compression tables are set aside before the rest is validated, so the
+    command's flags can be laid over them first.
     """
-    from pydantic import ValidationError
+    from edgekit.config import build_config_from
 
-    from edgekit.config import BuildConfig, ModelSection, _format_validation_error, read_toml
-    from edgekit.errors import ConfigError
-
-    path = Path(source)
-    if path.suffix == ".toml":
-        raw = read_toml(path, "build config")
-        sections = {key: raw.pop(key) for key in ("prune", "distill") if key in raw}
-        try:
-            config = BuildConfig.model_validate(raw)
-        except ValidationError as exc:
-            raise ConfigError(f"invalid build config {_format_validation_error(exc, str(path))}",
-                              "Fix the config; see docs/compression.md for the [prune] and [distill] keys") from None
-        config = config.model_copy(update={"base_dir": path.parent.resolve()})
-        if trust_pickle:
-            config = config.model_copy(update={"model": config.model.model_copy(update={"trust_pickle": True})})
-        return config, sections
-    if weights is not None or (":" in source and not path.exists()):
-        model = ModelSection(factory=source, weights=str(weights) if weights else None)
-    else:
-        model = ModelSection(path=source, trust_pickle=trust_pickle)
-    return BuildConfig(model=model, base_dir=Path.cwd()), {}
+    return build_config_from(source, trust_pickle, weights, set_aside=("prune", "distill"))
 
 
 def _factory_spec(config: Any) -> str | None:
