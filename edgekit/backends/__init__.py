@@ -180,7 +180,7 @@ REGISTRY: dict[str, BackendInfo] = {
     "executorch": BackendInfo("executorch", "ExecuTorch", (".pte",), runtime="executorch", extra="executorch",
                               min_runtime="1.5.1", delegate="XNNPACK (ExecuTorch delegate)",
                               tool_packages=("torch", "torchao", "executorch"), marker="P", runtime_extra="executorch",
-                              precisions=("fp32", "fp16", "int8", "dynamic-int8")),
+                              precisions=("fp32", "fp16", "int8", "dynamic-int8", "int4")),
 }
 
 

@@ -7,7 +7,9 @@ Recipes per precision (data, as in the TFLite backend):
   the XNNPACK delegate runs FP16 kernels where the CPU has them;
 - int8: ``pt2e-static`` (XNNPACK quantizer, calibrated per-channel weights and
   per-tensor activations) and ``pt2e-dynamic`` (activation scales per run);
-- dynamic-int8: ``pt2e-dynamic``.
+- dynamic-int8: ``pt2e-dynamic``;
+- int4: ``torchao-8da4w``, torchao's int4 weights in groups of 32 with int8
+  activations quantized per run (linear layers; the rest stays float).
 
 Every candidate must earn its label: a "quantized" candidate with no int8
 weight is dropped (the quantizer found nothing it handles), and the FP32
@@ -34,7 +36,7 @@ import torch
 from edgekit.artifact import Artifact, atomic_write_bytes
 from edgekit.backends import ExportJob, parse_options
 from edgekit.backends.executorch import export
-from edgekit.coverage import Coverage, FloatOp
+from edgekit.coverage import REQUESTED_BITS, Coverage, FloatOp
 from edgekit.errors import EdgekitError, InternalError, UnsupportedModelError
 
 
@@ -89,6 +91,9 @@ RECIPES: dict[str, list[Recipe]] = {
     "int8": [Recipe("pt2e-static", _pt2e(dynamic=False), _STATIC, quantized=True),
              Recipe("pt2e-dynamic", _pt2e(dynamic=True), _DYNAMIC, quantized=True)],
     "dynamic-int8": [Recipe("pt2e-dynamic", _pt2e(dynamic=True), _DYNAMIC, quantized=True)],
+    "int4": [Recipe("torchao-8da4w", lambda ctx: export.int4(ctx.job, ctx.max_batch),
+                    f"torchao Int8DynamicActivationIntxWeightConfig: int4 weights in groups of {export.INT4_GROUP} "
+                    "(linear layers), int8 activations quantized per run", quantized=True)],
 }
 
 
@@ -101,8 +106,8 @@ def _coverage(job: ExportJob, program: torch.export.ExportedProgram, census: dic
               lowered: export.Lowered) -> Coverage:
     floats: list[FloatOp] = []
     if job.request.precision != "fp32":
-        narrowest = torch.float16 if job.request.precision == "fp16" else torch.int8
-        for op, module, elements, why in export.float_weight_ops(program, narrowest, export.stored_blobs(lowered.data)):
+        limit = REQUESTED_BITS[job.request.precision]
+        for op, module, elements, why in export.float_weight_ops(program, limit, export.stored_blobs(lowered.data)):
             if module and job.request.precision == "fp16":
                 module = module.removeprefix("model.")  # the HalfPrecision wrapper's attribute
             floats.append(FloatOp(module or op, op, elements, why, module))
@@ -123,8 +128,9 @@ def _candidate(ctx: _Context, recipe: Recipe) -> Artifact | None:
         ctx.notes.append(f"{recipe.variant}: failed ({exc.problem[:200]})")
         return None
     census = lowered.census
-    if recipe.quantized and not census.get("int8"):
-        ctx.notes.append(f"{recipe.variant}: dropped, no weight ended up in int8")
+    expected = "int4" if job.request.precision == "int4" else "int8"
+    if recipe.quantized and not census.get(expected):
+        ctx.notes.append(f"{recipe.variant}: dropped, no weight ended up in {expected}")
         return None
     path = job.workdir / f"{job.stem}.{job.request.precision}.{recipe.variant}.pte"
     atomic_write_bytes(path, lowered.data)

@@ -190,6 +190,32 @@ def quantize(job: ExportJob, program: torch.export.ExportedProgram, dynamic: boo
         raise _unsupported(job, step, exc) from None
 
 
+# torchao's "8da4w": int8 activations quantized per run, int4 weights in groups along the input dimension.
+INT4_GROUP = 32
+
+
+def int4(job: ExportJob, max_batch: int) -> torch.export.ExportedProgram:
+    """Linear layers with int4 weights (groups of ``INT4_GROUP``) and dynamic int8 activations, exported.
+
+    torchao's ``Int8DynamicActivationIntxWeightConfig``, which ExecuTorch's XNNPACK delegate runs. Only linear
+    layers whose input width is a multiple of the group are quantized; the rest stay float (coverage lists them).
+    """
+    import copy
+
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
+    from torchao.quantization.granularity import PerGroup
+
+    model = copy.deepcopy(job.model)
+    config = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(INT4_GROUP))
+    try:
+        with quiet():
+            quantize_(model, config, filter_fn=lambda m, _: isinstance(m, torch.nn.Linear)
+                      and m.in_features % INT4_GROUP == 0)
+    except Exception as exc:
+        raise _unsupported(job, "INT4 quantization", exc) from None
+    return export(job, model, max_batch)
+
+
 @dataclass(frozen=True)
 class Lowered:
     """A lowered program's bytes and what the XNNPACK partitioner took."""
@@ -270,28 +296,39 @@ def _used_tensors(program: torch.export.ExportedProgram) -> dict[str, torch.Tens
     return used
 
 
+# Bytes per element of each stored width, narrowest last; int4 packs two elements in a byte.
+_WIDTHS = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0, "int4": 0.5}
+
+
+def _stored_as(tensor: torch.Tensor, blobs: Counter[int]) -> str:
+    """The width ``tensor`` is stored at, found by the size of a blob (consumed); its program dtype when none fits.
+
+    The program's own width is tried first, then the others: the XNNPACK
+    serializer writes FP16 convolution weights as FP32, and torchao's int4
+    weights (an int8-unpacked tensor subclass of nominal dtype float32) packed.
+    """
+    own = _DTYPE_NAMES.get(tensor.dtype, str(tensor.dtype).removeprefix("torch."))
+    for name in [own, *(w for w in _WIDTHS if w != own)]:
+        size = tensor.numel() * (_WIDTHS[name] if name in _WIDTHS else tensor.element_size())
+        if size == int(size) and blobs[int(size)]:
+            blobs[int(size)] -= 1
+            return name
+    return own
+
+
 def weight_census(program: torch.export.ExportedProgram, stored: list[int] | None = None) -> dict[str, int]:
     """Weight elements per stored precision, over the tensors the program uses (scalars left out).
 
     PT2E's ``convert_pt2e`` folds each quantized weight into an int8 constant.
     ``stored`` are the byte sizes of the weight blobs the ``.pte`` holds
-    (``stored_blobs``): the XNNPACK serializer may store a tensor wider than
-    the program has it (ExecuTorch 1.5.1 writes the convolution weights of an
-    FP16 program as FP32), so each tensor is matched to a blob of its size and
-    counted at the width it is stored at. Per-channel scales and zero points
-    count too, as biases do in the other formats.
+    (``stored_blobs``): each tensor is matched to a blob of its size and counted
+    at the width it is stored at (``_stored_as``). Per-channel scales and zero
+    points of PT2E count too, as biases do in the other formats.
     """
     blobs = Counter(stored or [])
     counts: Counter[str] = Counter()
-    tensors = sorted((t for t in _used_tensors(program).values() if t.numel() > 1), key=lambda t: -t.numel())
-    for tensor in tensors:
-        name = _DTYPE_NAMES.get(tensor.dtype, str(tensor.dtype).removeprefix("torch."))
-        if blobs[tensor.numel() * tensor.element_size()]:
-            blobs[tensor.numel() * tensor.element_size()] -= 1
-        elif tensor.is_floating_point() and blobs[tensor.numel() * 4]:  # stored wider than the program's dtype
-            blobs[tensor.numel() * 4] -= 1
-            name = "fp32"
-        counts[name] += tensor.numel()
+    for tensor in sorted((t for t in _used_tensors(program).values() if t.numel() > 1), key=lambda t: -t.numel()):
+        counts[_stored_as(tensor, blobs)] += tensor.numel()
     return dict(counts)
 
 
@@ -303,17 +340,16 @@ def stored_blobs(data: bytes) -> list[int]:
     return [len(buffer) for buffer in getattr(named, "buffers", [])]
 
 
-def float_weight_ops(program: torch.export.ExportedProgram, wider_than: torch.dtype, stored: list[int]
+def float_weight_ops(program: torch.export.ExportedProgram, limit_bits: int, stored: list[int]
                      ) -> list[tuple[str, str | None, int, str]]:
-    """(op, module path, weight elements, why) of compute ops whose weight is stored wider than ``wider_than``.
+    """(op, module path, weight elements, why) of compute ops whose weight is stored wider than ``limit_bits``.
 
-    For an int8 request that is any float weight (not a dequantized int8
-    constant); for fp16, an fp32 weight, including an FP16 one the XNNPACK
-    serializer wrote as FP32 (matched by blob size, as ``weight_census`` does).
+    Widths come from the blobs, as in ``weight_census``: an FP16 weight the
+    XNNPACK serializer wrote as FP32 counts as FP32.
     """
     used = _used_tensors(program)
     blobs = Counter(stored)
-    limit = torch.finfo(wider_than).bits if wider_than.is_floating_point else torch.iinfo(wider_than).bits
+    bits = {"fp32": 32, "fp16": 16, "int8": 8, "int4": 4}
     found = []
     for node in _compute_nodes(program.graph_module):
         weight_index = 0 if "embedding" in str(node.target) else 1
@@ -322,10 +358,11 @@ def float_weight_ops(program: torch.export.ExportedProgram, wider_than: torch.dt
         tensor = used.get(node.args[weight_index].name)
         if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
             continue
+        width = _stored_as(tensor, blobs)
+        if bits.get(width, 32) <= limit_bits:
+            continue
         op = str(node.target).split(".")[-2] if "." in str(node.target) else str(node.target)
-        own = tensor.numel() * tensor.element_size()
-        if torch.finfo(tensor.dtype).bits > limit:
-            found.append((op, _module_path(node), tensor.numel(), "the XNNPACK quantizer left it float"))
-        elif not blobs[own] and blobs[tensor.numel() * 4]:
-            found.append((op, _module_path(node), tensor.numel(), "the XNNPACK serializer stores this weight as FP32"))
+        why = ("the XNNPACK serializer stores this weight as FP32" if width == "fp32" and tensor.dtype == torch.float16
+               else "the quantizer left it float")
+        found.append((op, _module_path(node), tensor.numel(), why))
     return found

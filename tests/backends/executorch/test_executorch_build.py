@@ -210,3 +210,17 @@ def test_static_int8_keeps_an_additive_mask_float(tmp_path: Path) -> None:
     (got, _) = run(made["pt2e-static"], c.test)
     cosine = float((got * want).sum() / np.linalg.norm(got) / np.linalg.norm(want))
     assert cosine > 0.99  # without the guard the -1e9 bias takes the whole int8 range (cosine -0.04 on the tokens sample)
+
+
+def test_int4_packs_linear_weights_in_groups_and_lists_what_stays_float() -> None:
+    (artifact,) = built("cnn", "int4").values()
+    assert artifact.variant == "torchao-8da4w"
+    (got,) = run(artifact, case("cnn").test)
+    (want,) = case("cnn").reference()
+    assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.9
+    census = artifact.details["weights"]["by_precision"]
+    assert census["int4"] == 4 * 256  # the classifier, stored two weights a byte
+    floats = {op["module"]: op["reason"] for op in artifact.details["coverage"]["float_ops"]}
+    assert set(floats) == {"conv", "conv2"} and all("left it float" in r for r in floats.values())
+    fp32 = next(iter(built("cnn", "fp32").values())).path.stat().st_size
+    assert artifact.path.stat().st_size < fp32
