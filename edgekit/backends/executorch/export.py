@@ -308,7 +308,11 @@ def _stored_as(tensor: torch.Tensor, blobs: Counter[int]) -> str:
     weights (an int8-unpacked tensor subclass of nominal dtype float32) packed.
     """
     own = _DTYPE_NAMES.get(tensor.dtype, str(tensor.dtype).removeprefix("torch."))
-    for name in [own, *(w for w in _WIDTHS if w != own)]:
+    # Only those two known cases: a plain tensor without a blob of its size (BatchNorm statistics folded into a
+    # convolution, say) must not be matched by chance to some narrower blob.
+    packed = type(tensor) not in (torch.Tensor, torch.nn.Parameter)  # a torchao quantized tensor subclass
+    widths = ["int4", "int8"] if packed else (["fp32"] if tensor.is_floating_point() else [])
+    for name in dict.fromkeys([own, *widths]):
         size = tensor.numel() * (_WIDTHS[name] if name in _WIDTHS else tensor.element_size())
         if size == int(size) and blobs[int(size)]:
             blobs[int(size)] -= 1
