@@ -1,4 +1,7 @@
-"""Keep native libraries' console chatter out of edgekit's output.
+"""Keep converters' console chatter out of edgekit's output.
+
+``quiet_python`` silences what they say through Python (logging, warnings,
+prints, progress bars on sys.stderr) for the duration of a block.
 
 Converters print from C++ (MLIR passes, XNNPACK, torchao's loader) straight to
 file descriptor 2, which Python-level redirection cannot catch. During a
@@ -8,12 +11,33 @@ conversion, fd 2 points at a log file in the job's work folder instead;
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
+
+
+@contextmanager
+def quiet_python() -> Iterator[None]:
+    """No log record below ERROR, no warning and no print reaches the console inside the block; all restored after.
+
+    ``logging.disable`` also covers loggers a converter creates lazily during the block.
+    """
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    sink = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
 
 
 def terminal_stderr() -> TextIO:

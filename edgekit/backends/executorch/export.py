@@ -14,11 +14,7 @@ Imports torch, torchao and executorch: build-time only.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import re
-import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,21 +25,12 @@ import torch
 
 from edgekit.backends import ExportJob
 from edgekit.errors import UnsupportedModelError
+from edgekit.native_output import quiet_python as quiet
 
 # Edge-dialect and ATen ops that carry a model's compute (the ops "coverage" counts).
 _COMPUTE = re.compile(r"(convolution|conv[123]d|linear|addmm|\bmm\b|_mm\b|bmm|matmul|embedding|_scaled_dot_product)")
 _DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.int8: "int8",
                 torch.uint8: "uint8", torch.int32: "int32", torch.int64: "int64"}
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Silence the exporters' warnings and prints; edgekit reports results itself."""
-    logging.getLogger("torch").setLevel(logging.ERROR)
-    sink = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        warnings.simplefilter("ignore")
-        yield
 
 
 def _unsupported(job: ExportJob, step: str, exc: BaseException) -> UnsupportedModelError:

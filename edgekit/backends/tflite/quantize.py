@@ -40,16 +40,14 @@ are quantized like any linear layer.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import re
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
+
+from edgekit.native_output import quiet_python
 
 SIGNATURE_KEY = "serving_default"
 MODES = ("static", "dynamic", "weight_only", "fp16", "none")
@@ -125,19 +123,9 @@ def scope_regex(scopes: Sequence[str]) -> str:
     return "^(?:" + "|".join(re.escape(s) for s in sorted(set(scopes))) + ")$"
 
 
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Keep build output clean: ai-edge-quantizer logs progress and its
-    calibration draws a tqdm bar on sys.stderr with ``disable=False`` forced
-    (so TQDM_DISABLE does not help); the bar's text is discarded."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.disable(previous)
+# Keep build output clean: ai-edge-quantizer logs progress and its calibration draws a tqdm bar on
+# sys.stderr with ``disable=False`` forced (so TQDM_DISABLE does not help); the bar's text is discarded.
+quiet = quiet_python
 
 
 def _quantizer(float_model: bytes, rules: Sequence[Rule]) -> Any:
