@@ -153,27 +153,20 @@ def _candidate(ctx: _Context, recipe: Recipe) -> Artifact | None:
 
 def _time_against_fp32(ctx: _Context, candidates: list[Artifact]) -> list[dict[str, Any]]:
     """Each candidate's ``vs_fp32`` record: an FP32 program and every candidate timed in one interleaved run."""
-    from edgekit import timing
-    from edgekit.backends.executorch.runtime import open_session
-    from edgekit.bench import time_runs
+    from edgekit.backends.executorch import fp32_timing
 
     job = ctx.job
     reference = job.workdir / f"{job.stem}.fp32-reference.pte"
     batch = job.fixed_batch or 1
     feeds = {name: array[:batch] for name, array in job.calibration.items()}
-    sessions = []
     try:
         atomic_write_bytes(reference, export.lower(job, ctx.fp32).data)
-        sessions = [open_session(path, threads=1) for path in [reference, *(c.path for c in candidates)]]
-        timers = [lambda runs, warmup, s=s: time_runs(s, feeds, runs, warmup) for s in sessions]
-        results = timing.interleaved(timers)
+        results = fp32_timing.interleaved([reference, *(c.path for c in candidates)], feeds)
     except (EdgekitError, RuntimeError, ValueError) as exc:  # the candidates ran already; only the figure is lost
         return [{"error": f"{type(exc).__name__}: {str(exc)[:160]}"} for _ in candidates]
     finally:
-        for session in sessions:
-            session.close()
         reference.unlink(missing_ok=True)
-    return [timing.comparison(own, results[0], "ExecuTorch programs in one process") for own in results[1:]]
+    return [fp32_timing.comparison(own, results[0]) for own in results[1:]]
 
 
 def build(job: ExportJob) -> list[Artifact]:
