@@ -15,11 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.artifact import size_bytes
-from edgekit.backends.executorch.methods import FIXED_BATCH, INPUT_NAMES, OUTPUT_NAMES, WEIGHTS
+from edgekit.backends.executorch.methods import FIXED_BATCH, INPUT_NAMES, OUTPUT_NAMES, SCALAR_TYPES, WEIGHTS
 from edgekit.errors import ArtifactError, BackendUnavailableError
-
-_SCALAR = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16", 6: "float32", 7: "float64",
-           11: "bool", 15: "bfloat16"}
 
 
 def _program(path: Path) -> Any:
@@ -44,7 +41,7 @@ def _tensor(name: str, value: Any) -> dict[str, Any]:
     shape = [int(d) for d in value.sizes]
     dynamic = int(getattr(value.shape_dynamism, "value", value.shape_dynamism)) != 0
     return {"name": name, "shape": [None, *shape[1:]] if dynamic and shape else shape,
-            "dtype": _SCALAR.get(int(getattr(value.scalar_type, "value", value.scalar_type)), str(value.scalar_type))}
+            "dtype": SCALAR_TYPES.get(int(getattr(value.scalar_type, "value", value.scalar_type)), str(value.scalar_type))}
 
 
 def inspect(path: Path) -> dict[str, Any]:

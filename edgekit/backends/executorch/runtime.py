@@ -22,13 +22,9 @@ from executorch.extension.pybindings import portable_lib
 from executorch.runtime import Runtime
 
 from edgekit.backends import TensorSpec
-from edgekit.backends.executorch.methods import FIXED_BATCH, INPUT_NAMES, OUTPUT_NAMES
+from edgekit.backends.executorch.methods import FIXED_BATCH, INPUT_NAMES, OUTPUT_NAMES, SCALAR_TYPES
 from edgekit.batching import run_in_chunks
 from edgekit.errors import ArtifactError
-
-# c10::ScalarType codes, as the binding's TensorInfo.dtype() returns them.
-_DTYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16", 6: "float32", 7: "float64",
-           11: "bool"}
 
 
 def runtime_version() -> str:
@@ -40,10 +36,10 @@ def runtime_version() -> str:
 
 def _spec(name: str, info: Any) -> TensorSpec:
     code = int(info.dtype())
-    if code not in _DTYPES:
+    if code not in SCALAR_TYPES:
         raise ArtifactError(f"{name} has a tensor type edgekit cannot feed (ScalarType {code})",
                             "Export the model with float or integer inputs and outputs")
-    return TensorSpec(name, tuple(int(d) for d in info.sizes()), _DTYPES[code])
+    return TensorSpec(name, tuple(int(d) for d in info.sizes()), SCALAR_TYPES[code])
 
 
 class ExecuTorchSession:
@@ -88,8 +84,6 @@ class ExecuTorchSession:
 
     def close(self) -> None:
         self._method = None
-
-
 
 
 def meta_counts(method: Any) -> tuple[int, int]:
