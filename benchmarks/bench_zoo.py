@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import io
 import json
 import logging
@@ -77,7 +78,7 @@ LATENCY_SLACK = 0.05
 COVERAGE_MIN = 0.95
 BUILD_TARGET_S = {"mobilenet_v2": 8 * 60}  # the 4-target build of MobileNetV2
 BITS = {"fp32": 32, "fp16": 16, "int8": 8, "dynamic-int8": 8, "int4": 4}
-TIMED_FORMATS = ("onnx", "tflite")
+TIMED_FORMATS = ("onnx", "tflite", "executorch")
 RESULTS = ROOT / "benchmarks" / "results"
 
 
@@ -311,6 +312,55 @@ class Vendor:
     def _export_coreml(self) -> Path:
         return self._coreml("fp32")
 
+    def _pte(self, name: str, module: Any) -> Path:
+        """``module`` lowered to XNNPACK as ExecuTorch's docs do it, batch 1..8 (ExecuTorch plans memory ahead).
+
+        The program also carries the input/output names as constant methods (metadata only) so the runner
+        feeds it by name like edgekit's own ``.pte`` files.
+        """
+        import torch
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+
+        from edgekit.backends.executorch.methods import FIXED_BATCH, INPUT_NAMES, OUTPUT_NAMES
+
+        s = self.subject
+        batch = torch.export.Dim("batch", min=1, max=8)
+        shapes = None if s.fixed_batch else tuple({0: batch} for _ in s.input_names)
+        program = torch.export.export(module, s.torch_examples(s.fixed_batch or 2), dynamic_shapes=shapes)
+        names = {INPUT_NAMES: list(s.input_names), OUTPUT_NAMES: [f"output_{i}" for i in range(len(s.reference))],
+                 FIXED_BATCH: int(s.fixed_batch or 0)}
+        lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()], constant_methods=names)
+        path = self.folder / f"{name}.pte"
+        path.write_bytes(bytes(lowered.to_executorch().buffer))
+        return path
+
+    def _export_executorch(self) -> Path:
+        return self._pte("fp32", self.subject.loaded.module)
+
+    def executorch_pt2e(self, dynamic: bool) -> Path:
+        """ExecuTorch's XNNPACK INT8 recipe: PT2E with XNNPACKQuantizer, symmetric per-channel, calibrated."""
+        import torch
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer,
+            get_symmetric_quantization_config,
+        )
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+        s = self.subject
+        config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
+        batch = torch.export.Dim("batch", min=1, max=8)
+        shapes = None if s.fixed_batch else tuple({0: batch} for _ in s.input_names)
+        graph = torch.export.export(s.loaded.module, s.torch_examples(s.fixed_batch or 2), dynamic_shapes=shapes)
+        prepared = prepare_pt2e(graph.module(), XNNPACKQuantizer().set_global(config))
+        step = s.fixed_batch or 8
+        count = len(next(iter(s.calibration.values())))
+        with torch.no_grad():
+            for start in range(0, count - step + 1, step):
+                prepared(*(torch.from_numpy(np.ascontiguousarray(s.calibration[n][start:start + step]))
+                           for n in s.input_names))
+        return self._pte("pt2e-dynamic" if dynamic else "pt2e-static", convert_pt2e(prepared))
+
     # -- recipes
     def run(self, fmt: str, precision: str) -> list[Recipe]:
         """Every vendor recipe of (format, precision), each measured for fidelity (latency comes later)."""
@@ -474,6 +524,8 @@ RECIPES: dict[tuple[str, str], list[tuple[str, Any]]] = {
     ("tflite", "int4"): [("aeq dynamic_wi4_afp32", lambda v: v.tflite_aeq("dynamic_wi4_afp32"))],
     ("coreml", "int8"): [("ct linear_quantize_weights int8 per-channel", lambda v: v.coreml_linear("int8"))],
     ("coreml", "int4"): [("ct linear_quantize_weights int4 per-block 32", lambda v: v.coreml_linear("int4"))],
+    ("executorch", "int8"): [("ET XNNPACKQuantizer static per-channel", lambda v: v.executorch_pt2e(False)),
+                             ("ET XNNPACKQuantizer dynamic per-channel", lambda v: v.executorch_pt2e(True))],
 }
 
 
@@ -497,10 +549,7 @@ def best_vendor(recipes: list[Recipe], precision: str) -> Recipe | None:
 
 def time_format(fmt: str, fp32: Path, others: list[Path], subject: Subject, rounds: int) -> dict[Path, float]:
     """latency / FP32 of each file in ``others``: all of them and the FP32 file timed interleaved in one run."""
-    if fmt == "onnx":
-        from edgekit.backends.onnx import fp32_timing
-    else:
-        from edgekit.backends.tflite import fp32_timing
+    fp32_timing = importlib.import_module(f"edgekit.backends.{fmt}.fp32_timing")  # every timed format has one
     unique = list(dict.fromkeys(others))
     with quiet():
         timed = fp32_timing.interleaved([fp32, *unique], subject.sample(), rounds=rounds)
