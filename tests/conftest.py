@@ -164,3 +164,19 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+# The `slow` marker keeps `pytest -m "not slow"` a two-minute inner loop; a test that converts or trains
+# without it shows up here, so the marker stays true as tests are added (a report, not a failure: timings vary).
+SLOW_UNMARKED_SECONDS = 4.0
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001 - pytest's hook signature
+    unmarked = [
+        report for report in terminalreporter.stats.get("passed", [])
+        if report.when == "call" and report.duration > SLOW_UNMARKED_SECONDS and "slow" not in report.keywords
+    ]
+    if unmarked:
+        terminalreporter.write_sep("-", f"unmarked tests over {SLOW_UNMARKED_SECONDS:.0f} s: mark them @pytest.mark.slow")
+        for report in sorted(unmarked, key=lambda r: -r.duration):
+            terminalreporter.write_line(f"{report.duration:6.1f}s {report.nodeid}")

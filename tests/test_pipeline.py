@@ -47,6 +47,7 @@ def test_a_crashing_converter_is_contained(tiny_cnn, tmp_path: Path, monkeypatch
     assert result.exit_code == 3
 
 
+@pytest.mark.slow
 def test_an_interrupted_build_leaves_no_manifest_and_a_rerun_finishes(tiny_cnn, tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "out"
     first = Build(_inputs(tiny_cnn, out)).run()  # a complete earlier build
@@ -64,6 +65,7 @@ def test_an_interrupted_build_leaves_no_manifest_and_a_rerun_finishes(tiny_cnn, 
     assert again.exit_code == 0
 
 
+@pytest.mark.slow
 def test_targets_share_identical_requests(tiny_cnn, tmp_path: Path) -> None:
     build = Build(_inputs(tiny_cnn, tmp_path, targets=("jetson-orin-nano", "raspberry-pi-5")))
     manifest = build.run().manifest
@@ -138,6 +140,7 @@ def test_a_rebuild_removes_what_the_earlier_build_shipped_and_this_one_does_not(
     assert (out / "raspberry-pi-5").is_dir() and mine.read_text() == "not edgekit's"
 
 
+@pytest.mark.slow
 def test_tflite_candidates_are_chosen_by_their_speed_against_fp32(tiny_cnn, tmp_path: Path) -> None:
     from edgekit.config import ArtifactRequest
     from edgekit.select import SAME_SPEED
@@ -162,6 +165,7 @@ def _profile(tmp_path: Path, fmt: str, precision: str = "int8", budgets: str = "
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])
 def test_a_ruined_static_calibration_cannot_ship_on_unlabelled_data(tiny_cnn, tmp_path: Path, fmt: str) -> None:
     """Calibration samples scaled x200 give static INT8 useless ranges; only fidelity can catch it without labels."""
@@ -195,6 +199,7 @@ def test_a_ruined_static_calibration_cannot_ship_on_unlabelled_data(tiny_cnn, tm
     assert {"min_cosine", "min_top1_agreement"} <= set(shipped["quality_decided_by"])
 
 
+@pytest.mark.slow
 def test_a_fixed_batch_program_builds_for_every_format(tiny_cnn, tmp_path: Path) -> None:
     """torch.export without dynamic_shapes (the common case) gives a batch-1 program; it must build and validate."""
     import importlib.util

@@ -31,6 +31,7 @@ def _search_record(out: Path, artifact: dict) -> dict:
     return json.loads((out / artifact["report"]).read_text())["search"]
 
 
+@pytest.mark.slow
 def test_auto_ships_one_artifact_per_format_chosen_from_every_precision(tiny_cnn, tmp_path: Path) -> None:
     config = load_build_config(_config(tiny_cnn, tmp_path, '[search]\nprecisions = ["fp32", "int8", "int4"]\n'))
     result = Build(resolve_inputs(config, [], None, None, auto=True)).run()

@@ -329,6 +329,7 @@ def test_search_is_bounded_whatever_the_graph_size() -> None:
     assert len(outcome.kept) == min(c for c in calls if 0.98 + 0.02 * min(c, 137) / 137 >= 0.995)
 
 
+@pytest.mark.slow
 def test_int4_raises_the_noisiest_layers_to_int8_when_the_bar_needs_it(builds: _Builds, tmp_path: Path) -> None:
     from edgekit.backends.onnx.int4 import int4_weight_only
 
