@@ -135,6 +135,10 @@ class BackendInfo:
     ``runtime_extra``: the pip extra that installs the runtime on a device.
     ``bench_only_on``: the OS (``platform.system()``) the device runtime runs
     on, when it runs on one only; ``bench_elsewhere`` says what to do instead.
+    ``renumbered_runtimes``: runtimes (of ``runtime`` and ``runtimes``) that
+    number their releases apart from the scheme ``min_runtime_version`` uses,
+    each with the highest minimum every release of theirs is known to meet
+    (``install`` cannot tell above it and says so).
     """
 
     format: str
@@ -154,12 +158,13 @@ class BackendInfo:
     runtime_extra: str = "runtime"
     bench_only_on: str | None = None
     bench_elsewhere: str = ""
+    renumbered_runtimes: tuple[tuple[str, str], ...] = ()
     # What the backend builds; the budget-driven search tries these unless a [search] table narrows them.
     precisions: tuple[str, ...] = ("fp32", "fp16", "int8", "dynamic-int8", "int4")
 
 
 REGISTRY: dict[str, BackendInfo] = {
-    # opset 21 and int4 DequantizeLinear need onnxruntime 1.18.
+    # ONNX candidates record the oldest runtime their opset and IR version need (onnx/versions.py); the fallback.
     "onnx": BackendInfo("onnx", "ONNX", (".onnx",), runtime="onnxruntime", extra="onnx", min_runtime="1.18.0",
                         delegate="CPUExecutionProvider", tool_packages=("torch", "onnx", "onnxscript", "onnxruntime"),
                         marker="o"),
@@ -168,7 +173,10 @@ REGISTRY: dict[str, BackendInfo] = {
                           min_runtime="2.14.0", delegate="XNNPACK (LiteRT default delegate)",
                           tool_packages=("torch", "litert-torch", "ai-edge-quantizer", "ai-edge-litert"),
                           runtimes=("tflite-runtime", "tensorflow"),
-                          native_modules=("ai_edge_litert.interpreter", "tflite_runtime.interpreter"), marker="s"),
+                          native_modules=("ai_edge_litert.interpreter", "tflite_runtime.interpreter"), marker="s",
+                          # The flatbuffer's min_runtime_version counts in TensorFlow Lite releases; LiteRT's
+                          # numbering restarted at 1.0 after TF 2.17 (ai-edge-litert 1.2 ships with TF 2.19).
+                          renumbered_runtimes=(("ai-edge-litert", "2.17.0"),)),
     "coreml": BackendInfo("coreml", "Core ML", (".mlpackage",), runtime="coreml-emulator", extra="coreml",
                           min_runtime="iOS 17", delegate="Core ML (compute units ALL)",
                           tool_packages=("torch", "coremltools"), runtimes=("coremltools",), is_directory=True,

@@ -250,6 +250,8 @@ def verify(bundle_path: Path, key_path: Path, store: Path | None, app_version: s
 @click.option("--force", is_flag=True,
               help="Install even if the rollout leaves this device out or the version was rolled back here.")
 @click.option("--app-version", metavar="VERSION", help="This app's version, checked against the release's minimum.")
+@click.option("--no-runtime-check", is_flag=True,
+              help="Install although no artifact can run in this machine's runtimes (a store for another machine).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def install(
     bundle_path: Path,
@@ -259,12 +261,14 @@ def install(
     device_id: str | None,
     force: bool,
     app_version: str | None,
+    no_runtime_check: bool,
     as_json: bool,
 ) -> None:
     """Verify a bundle, then make it the store's current version atomically.
 
-    The replaced version is kept for edgekit rollback. Every install appends
-    a line to the store's install.log.
+    Refused unless some artifact can run in the runtimes installed here (the
+    minimum versions the manifest records). The replaced version is kept for
+    edgekit rollback. Every install appends a line to the store's install.log.
     """
     from edgekit.release import rollout
     from edgekit.release.signing import load_public_key
@@ -279,6 +283,7 @@ def install(
         force=force,
         device_id=rollout.device_id(device_id),
         app_version=app_version,
+        runtime_check=not no_runtime_check,
     )
     messages = {
         "installed": f"installed {result.model} {result.version} into {into}"
@@ -289,7 +294,10 @@ def install(
         "blocked": f"not installed: {result.model} {result.version} was rolled back on this device "
         "(pass --force to install it again)",
     }
-    _emit(as_json, result.as_dict(), [messages[result.status]])
+    lines = [messages[result.status]]
+    if result.status in ("installed", "unchanged"):
+        lines += [f"  {fit.describe()}" for fit in result.runtimes]
+    _emit(as_json, result.as_dict(), lines)
 
 
 @click.command()

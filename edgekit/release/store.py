@@ -42,6 +42,7 @@ from edgekit.errors import InputError, SecurityError
 from edgekit.release import rollout
 from edgekit.release.archive import open_bundle
 from edgekit.release.manifest import MANIFEST_NAME, canonical_bytes
+from edgekit.release.runtimes import RuntimeFit, check_runtimes
 from edgekit.release.schema import validate_manifest
 from edgekit.release.signing import SIGNATURE_NAME
 from edgekit.release.timestamps import format_utc
@@ -84,9 +85,11 @@ class InstallResult:
     rollout_percentage: int
     sha256: str | None
     path: Path | None
+    runtimes: tuple[RuntimeFit, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "runtimes": [f.as_dict() for f in self.runtimes],
             "status": self.status,
             "model": self.model,
             "version": self.version,
@@ -283,10 +286,12 @@ def install_bundle(
     force: bool = False,
     device_id: str | None = None,
     app_version: str | None = None,
+    runtime_check: bool = True,
 ) -> InstallResult:
     """Verify ``bundle`` and make it the store's current version; keep the one it replaces.
 
-    Steps: lock; verify signature, schema, expiry and version; decide the
+    Steps: lock; verify signature, schema, expiry and version; check that
+    some artifact can run in this device's runtimes (``runtime_check``); decide the
     rollout; extract into ``.staging-*`` while checking every file; rename
     that into ``versions/``; switch ``state.json``; log; remove versions that
     are neither current nor previous. Any refusal leaves the store as it was.
@@ -298,6 +303,7 @@ def install_bundle(
             manifest_bytes, signature = reader.read_head()
             manifest, _key = check_manifest(manifest_bytes, signature, public_key, app_version=app_version)
             model, release = manifest["model"]["name"], manifest["release"]
+            fits = tuple(check_runtimes(manifest)) if runtime_check else ()
             version_text = release["version"]
             if state is not None and state["model"] != model:
                 raise InputError(
@@ -306,7 +312,7 @@ def install_bundle(
                 )
             manifest_sha = sha256_bytes(manifest_bytes)
             base = {"model": model, "version": version_text, "device_id": device_id,
-                    "rollout_percentage": release["rollout_percentage"]}
+                    "rollout_percentage": release["rollout_percentage"], "runtimes": fits}
             early = _unchanged_or_refused(store, state, version_text, manifest_sha, allow_downgrade, base)
             if early is None:
                 early = _rollout_decision(state, release, force, base)
@@ -322,7 +328,7 @@ def install_bundle(
                    "sha256": bundle_sha, "manifest_sha256": record["manifest_sha256"],
                    "previous": current["version"] if current else None, "device_id": device_id,
                    "channel": release["channel"], "target": release["target"], "forced": force,
-                   "downgrade": downgrade})
+                   "downgrade": downgrade, "runtimes": {f.path: f.status for f in fits} if runtime_check else "not checked"})
         store.prune({version_text} | ({current["version"]} if current else set()))
         bucket = rollout.bucket(model, version_text, device_id) if device_id is not None else None
         return InstallResult("installed", previous=current["version"] if current else None, bucket=bucket,

@@ -60,6 +60,7 @@ from edgekit.backends.onnx import coverage, fallback, fp32_timing, graph, int4, 
 from edgekit.backends.onnx import export as exporter
 from edgekit.backends.onnx.census import NodeWeights, float_weight_ops, weight_census
 from edgekit.backends.onnx.graph import ModuleMap
+from edgekit.backends.onnx.versions import min_onnxruntime
 from edgekit.batching import pad_to
 from edgekit.errors import EdgekitError, InternalError, UnsupportedModelError
 from edgekit.fidelity import FidelityTarget
@@ -154,12 +155,14 @@ def _artifact(ctx: _Context, path: Path, variant: str, config: dict[str, Any], d
     if invalid:  # onnxruntime may run it, but other ONNX consumers would refuse it
         ctx.notes.append(f"{variant}: dropped, onnx.checker rejects it: {invalid}")
         return None
-    census = weight_census(onnx.load(str(path), load_external_data=False))
+    model = onnx.load(str(path), load_external_data=False)
+    census = weight_census(model)
     expected = _EXPECTED[job.request.precision]
     if census["by_precision"].get(expected, 0) == 0:
         ctx.notes.append(f"{variant}: dropped, no weight ended up in {expected}")
         return None
-    facts: dict[str, Any] = {"weights": census, "float_weights_by_op": float_weight_ops(census) if expected != "fp32" else {}}
+    facts: dict[str, Any] = {"weights": census, "float_weights_by_op": float_weight_ops(census) if expected != "fp32" else {},
+                             "min_runtime_version": min_onnxruntime(model)}
     try:
         reason_of = reason_of or coverage.reasons(lambda _: None, "this recipe")
         record = coverage.measure(path, job.request.precision, reason_of, ctx.module_of, fast_path)

@@ -206,6 +206,7 @@ def test_every_precision_runs_in_onnxruntime_and_is_what_it_claims(builds: _Buil
         assert census["by_precision"][main] > 0 and stored >= 0.9 * census["parameters"], census
         assert artifact.details["coverage"]["precision"] == precision
         assert graph.checker_problem(artifact.path) is None  # what other ONNX consumers accept, not only onnxruntime
+        assert artifact.facts.min_runtime_version == "1.18.0"  # opset 21, IR 10, read from the file
 
 
 def test_one_export_serves_every_precision_of_a_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
