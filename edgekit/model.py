@@ -199,17 +199,35 @@ def _import_factory(spec: str, base_dir: Path) -> Any:
             sys.modules.pop(name, None)
             raise ModelLoadError(f"importing {file} failed: {type(exc).__name__}: {exc}", "Fix the factory module") from None
     else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as exc:
-            raise ModelLoadError(
-                f"cannot import factory module '{target}': {exc}",
-                "Check the module is installed or on PYTHONPATH, or give a file path: path/to/model.py:function",
-            ) from None
+        module = _import_module_from(target, base_dir)
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise ModelLoadError(f"'{attr}' is not a function in {target}", "Check model.factory")
     return factory
+
+
+def _import_module_from(name: str, base_dir: Path) -> Any:
+    """Import ``name`` as installed, else from ``base_dir`` (the folder of the config, or the working directory).
+
+    The ``edgekit`` script's ``sys.path`` starts at its own folder, not the
+    working directory as ``python -m`` does, so a package beside the user is
+    found only this way. Appended, not prepended: an installed package of the
+    same name wins, as it would for ``python``.
+    """
+    folder = str(base_dir.resolve())
+    added = folder not in sys.path
+    if added:
+        sys.path.append(folder)
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"cannot import factory module '{name}' (looked in the installed packages and {folder}): {exc}",
+            "Check the module is installed or on PYTHONPATH, or give a file path: path/to/model.py:function",
+        ) from None
+    finally:
+        if added:
+            sys.path.remove(folder)
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -271,7 +271,7 @@ def check_budgets(
     checks = [
         _check("max_size_mb", budgets.max_size_mb, size / MB, le),
         _check("max_accuracy_drop", budgets.max_accuracy_drop, metrics.get("accuracy_drop"), le,
-               "" if "accuracy_drop" in metrics else no_labels),
+               "" if "accuracy_drop" in metrics else no_reference if "accuracy" in metrics else no_labels),
         _check("min_cosine", budgets.min_cosine, metrics.get("cosine"), ge, "" if "cosine" in metrics else no_reference),
         _check("min_top1_agreement", budgets.min_top1_agreement, None if top1_note else metrics.get("top1_agreement"),
                ge, top1_note),
@@ -293,8 +293,9 @@ def check_budgets(
     if quality and all(c.status == "skipped" for c in quality):
         skipped = ", ".join(f"{c.budget} ({c.note})" for c in quality)
         found.append(Check("quality", 1.0, None, "fail",
-                           f"no quality budget could be measured: {skipped}. Give data with labels, or keep a fidelity "
-                           "budget (min_cosine, min_sqnr_db) that compares with the FP32 model"))
+                           f"no quality budget could be measured: {skipped}. Give labelled data and an FP32 reference "
+                           "(validate --reference FP32_ARTIFACT, or the build's report beside the artifact), or keep "
+                           "a fidelity budget (min_cosine, min_sqnr_db) that compares with the FP32 model"))
     return found
 
 

@@ -1,3 +1,4 @@
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,16 @@ def test_factory_spec_errors(tmp_path: Path) -> None:
         load_factory("no_colon", None, tmp_path)
     with pytest.raises(ModelLoadError, match="cannot import"):
         load_factory("no_such_module_xyz:create", None, tmp_path)
+
+
+def test_a_factory_package_beside_the_user_is_found_without_pythonpath(tmp_path: Path, tiny_cnn) -> None:
+    package = tmp_path / "readme_pkg_models"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "models.py").write_text((tiny_cnn.folder / "model.py").read_text())
+    loaded = load_factory("readme_pkg_models.models:create", tiny_cnn.weights, tmp_path)
+    assert loaded.input_names == ("x",)
+    assert str(tmp_path) not in sys.path  # the folder was searched for this import only
 
 
 def test_data_that_does_not_fit_the_model(tmp_path: Path, tiny_cnn) -> None:
