@@ -1,20 +1,34 @@
-"""Choosing which candidate of a precision ships, and saying why.
+"""Choosing which candidate ships, and saying why: one rule for fixed and searched targets.
 
-Rule: among candidates whose checks all pass, ship the fastest on the host
-(p50 latency, batch 1, one thread) of those that are not slower than their
-FP32 counterpart; candidates run by an emulator have no meaningful latency,
-so among those the smallest ships. If every passing candidate is slower
-than FP32, the fastest still ships (the precision is what the profile asked
-for) and the record says so loudly: ``slower_than_fp32`` with the ratio and
-a reason. If none passes, ship the one with the fewest failed checks, then
-the best fidelity, and mark the artifact failed.
+A fixed target is a search over one precision and one model variant: its
+pool is one request's recipes, and the objective is host latency. A searched
+target pools, per format, every allowed precision × compressed variant of the
+model × backend recipe, with the objective its profile names (size, download
+size or latency). The rule:
 
-"Slower than FP32" is judged per candidate from ``Measured.fp32_ratio``
-(its p50 over the FP32 model's, timed interleaved in one run, which is
-robust to host noise); without it, from the candidate's p50 over the
-``fp32_latency_ms`` the caller passes. A ratio up to ``SAME_SPEED`` counts
-as not slower. With neither, the rule is plain fastest-passing.
-The record lists every candidate's numbers so the choice can be audited.
+1. among the candidates that meet every budget (or, when none does, every
+   budget but the resource budgets all of them fail, see ``shared_failures``)
+   and are not slower than the FP32 model on the host by more than
+   ``max_latency_vs_fp32``, ship the one with the least objective, ties
+   broken by quality (accuracy, else cosine similarity to FP32), then size;
+2. if every passing candidate is slower than that, ship the best of them by
+   the same order and record ``slower_than_fp32`` loudly (the profile asked
+   for the precision, so it ships);
+3. if none passes, ship the one with the fewest failed checks and the best
+   quality, and mark it failed.
+
+Latency: candidates run by an emulator have none, so the objective falls back
+to size and the record says so. When every candidate was timed interleaved
+with its FP32 model (``Measured.fp32_ratio``) and all are of one model
+variant, that ratio orders them: it shares one denominator and is robust to
+host noise. "Slower than FP32" is judged from the interleaved ratio, else
+from the candidate's p50 over the ``fp32_latency_ms`` the caller passes; a
+ratio up to ``SAME_SPEED`` counts as not slower.
+
+The record lists every candidate with its numbers, failed budgets and whether
+it is Pareto-optimal (no other candidate is at least as good on size,
+quality and latency and better on one), plus the requests that could not be
+built and why, so the choice can be audited. No torch here.
 """
 
 from __future__ import annotations
@@ -84,7 +98,7 @@ def shared_failures(candidates: list[Measured]) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class Pools:
-    """The selection rule's first two steps, shared by fixed and searched targets (``compress.search``).
+    """The selection rule's first two steps (``choose``).
 
     ``passing``: indices of the candidates that meet every budget, or, when
     none does, every budget but the ``shared`` ones all of them fail.
@@ -116,75 +130,163 @@ def vs_fp32(candidate: Measured, fp32_latency_ms: float | None = None) -> float 
     return None
 
 
-def _summary(m: Measured, ratio: float | None) -> str:
-    parts = [f"p50 {m.metrics['latency_p50_ms']:.3f} ms" if "latency_p50_ms" in m.metrics
-             else f"{m.size_bytes / 1024:.1f} KB, latency not measured (emulated)"]
-    if ratio is not None:
-        parts.append(f"{ratio:.2f}x FP32")
-    if "accuracy" in m.metrics:
-        parts.append(f"accuracy {m.metrics['accuracy']:.4f}")
-    if "cosine" in m.metrics:
-        parts.append(f"cosine {m.metrics['cosine']:.5f}")
-    parts.append("passes every check" if m.passed else f"{m.failures} check(s) failed")
-    return f"{m.variant} ({', '.join(parts)})"
+OBJECTIVE_WORDS = {"size": "smallest file", "download": "smallest download (gzip)", "latency": "fastest on the build host"}
 
 
-def choose(candidates: list[Measured], fp32_latency_ms: float | None = None) -> tuple[Measured, dict[str, Any]]:
-    """Pick the candidate to ship; returns it and a record of the decision.
+@dataclass(frozen=True)
+class Candidate:
+    """One built and measured candidate: a recipe's artifact of one precision of one model variant."""
 
-    The returned Measured is the chosen candidate with ``latency_vs_fp32``
-    added to its metrics when that ratio is known, so manifests carry it.
+    model_variant: str  # "model", "pruned-s0.8", "student-w0.5", ...
+    precision: str
+    measured: Measured  # measured.variant is the backend recipe
+    download_bytes: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.model_variant}/{self.precision}/{self.measured.variant}"
+
+    @property
+    def recipe(self) -> str:
+        return self.measured.variant
+
+    @property
+    def quality(self) -> float:
+        """Higher is better: accuracy when labelled, else agreement (cosine) with the FP32 model."""
+        metrics = self.measured.metrics
+        return metrics.get("accuracy", metrics.get("cosine", 0.0))
+
+    def value(self, objective: str) -> float | None:
+        if objective == "size":
+            return float(self.measured.size_bytes)
+        if objective == "download":
+            return float(self.download_bytes)
+        return self.measured.metrics.get("latency_p50_ms")
+
+
+def _dominates(a: Candidate, b: Candidate, with_latency: bool, size: str) -> bool:
+    """``a`` is at least as good as ``b`` on every axis and better on one."""
+    axes = [(a.value(size), b.value(size)), (-a.quality, -b.quality)]
+    if with_latency:
+        axes.append((a.measured.metrics["latency_p50_ms"], b.measured.metrics["latency_p50_ms"]))
+    return all(x <= y for x, y in axes) and any(x < y for x, y in axes)
+
+
+def pareto_front(candidates: list[Candidate], size: str = "size") -> set[str]:
+    """Keys of the candidates no other candidate dominates on size, quality (and latency, when all have it).
+
+    ``size`` is ``"size"`` (bytes on the device) or ``"download"`` (gzip bytes).
+    """
+    with_latency = all("latency_p50_ms" in c.measured.metrics for c in candidates)
+    return {c.key for c in candidates
+            if not any(_dominates(o, c, with_latency, size) for o in candidates if o is not c)}
+
+
+def _objective(candidates: list[Candidate], objective: str) -> tuple[str, str]:
+    """The objective actually minimised, and a note when it differs from the one asked for."""
+    if objective == "latency" and any(c.value("latency") is None for c in candidates):
+        # Emulated runtimes have no latency: say so instead of inventing one.
+        return "size", "latency was not measured for every candidate (emulated runtime), so the choice minimised size"
+    return objective, ""
+
+
+def _order(candidates: list[Candidate], objective: str, ratios: dict[str, float | None]) -> Any:
+    """The sort key of rule 1: objective, then quality, then size."""
+    interleaved = (objective == "latency" and len({c.model_variant for c in candidates}) == 1
+                   and all(c.measured.fp32_ratio is not None for c in candidates))
+    value = (lambda c: ratios[c.key]) if interleaved else (lambda c: c.value(objective))
+    return lambda c: (value(c), -c.quality, c.measured.size_bytes)
+
+
+def _decide(candidates: list[Candidate], objective: str, ratios: dict[str, float | None],
+            limit: float | None) -> tuple[Candidate, str, dict[str, Any] | None]:
+    """Rules 1-3: the winner, the reason, and the ``slower_than_fp32`` record when it applies."""
+    split = pools([c.measured for c in candidates], [ratios[c.key] for c in candidates], limit)
+    passing, fast, shared = [candidates[i] for i in split.passing], [candidates[i] for i in split.fast], split.shared
+    order, words, slower = _order(candidates, objective, ratios), OBJECTIVE_WORDS[objective], None
+    if fast:
+        winner = min(fast, key=order)
+        reason = f"{words} among {len(fast)} of {len(candidates)} candidates that meet every budget"
+        if limit is not None and any(r is not None for r in ratios.values()):
+            reason += f" and are not slower than FP32 on the host (at most {limit:g}x its latency)"
+    elif passing:
+        winner = min(passing, key=order)
+        ratio = ratios[winner.key]
+        reason = (f"every candidate that meets the budgets is slower than FP32 on the host (over {limit:g}x); "
+                  f"shipped the {words} of them, {ratio:.2f}x the FP32 latency")
+        slower = {"latency_vs_fp32": ratio, "limit": limit,
+                  "reason": f"all {len(passing)} passing candidate(s) ran slower than the FP32 model on the host (on "
+                            "small models the added QUANTIZE/DEQUANTIZE ops and per-op overheads of low-precision "
+                            "kernels can outweigh the cheaper arithmetic); the profile asked for this precision, so "
+                            "it ships anyway"}
+    else:
+        winner = min(candidates, key=lambda c: (c.measured.failures, -c.quality, c.value(objective) or 0.0))
+        reason = "no candidate meets every budget; shipped the one with the fewest failures and the best quality"
+    if shared and passing:
+        reason = f"no candidate meets every budget: all fail {', '.join(sorted(shared))}; among the rest, {reason}"
+    if len(candidates) == 1 and slower is None:
+        reason = "only candidate" + (f" (it fails {', '.join(sorted(shared))})" if shared else "")
+    return winner, reason, slower
+
+
+def choose(candidates: list[Candidate], objective: str = "latency", excluded: list[dict[str, str]] | None = None, *,
+           fp32_latency_ms: float | None = None,
+           max_latency_vs_fp32: float | None = SAME_SPEED) -> tuple[Candidate, dict[str, Any]]:
+    """Pick the candidate to ship; returns it (with ``latency_vs_fp32`` in its metrics when known) and the record.
+
+    ``excluded`` lists requests that produced no candidate (``{"candidate",
+    "reason"}``), kept in the record so the space is auditable.
+    ``max_latency_vs_fp32=None`` turns the FP32 speed preference off.
+    Raises ``ValueError`` on an empty pool.
     """
     if not candidates:
-        raise ValueError("choose() needs at least one candidate")
-    ratios = {c.variant: vs_fp32(c, fp32_latency_ms) for c in candidates}
-    # Interleaved ratios share one FP32 denominator, so they order candidates more robustly than raw p50s.
-    by_speed = (lambda c: ratios[c.variant]) if all(c.fp32_ratio is not None for c in candidates) else (lambda c: c.cost)
-    split = pools(candidates, [ratios[c.variant] for c in candidates])
-    passing, fast, shared = [candidates[i] for i in split.passing], [candidates[i] for i in split.fast], split.shared
-    slower: dict[str, Any] | None = None
-    if passing:
-        if fast:
-            winner = min(fast, key=by_speed)
-            why = ("fastest on the host" if "latency_p50_ms" in winner.metrics else "smallest") + \
-                " among candidates that meet every budget"
-            if any(r is not None for r in ratios.values()):
-                why += " and are not slower than FP32"
-        else:
-            winner = min(passing, key=by_speed)
-            ratio = ratios[winner.variant]
-            why = (f"every candidate that meets the budgets is slower than FP32 on the host; shipped the fastest, "
-                   f"{ratio:.2f}x the FP32 latency")
-            slower = {
-                "latency_vs_fp32": ratio,
-                "reason": f"all {len(passing)} passing candidate(s) of this precision ran slower than the FP32 model "
-                          "on the host (on small models the added QUANTIZE/DEQUANTIZE ops and per-op overheads of "
-                          "low-precision kernels can outweigh the cheaper arithmetic); the profile asked for this "
-                          "precision, so it ships anyway",
-            }
-    else:
-        winner = min(candidates, key=lambda c: (c.failures, -c.metrics.get("cosine", 0.0), c.cost))
-        why = "no candidate meets every budget; shipped the one with the fewest failures and the best fidelity"
-    if shared and passing:
-        why = (f"no candidate meets every budget: all fail {', '.join(sorted(shared))}; among those that meet the "
-               f"rest, {why}")
-    if len(candidates) == 1 and slower is None:
-        why = "only candidate for this precision" + (f" (it fails {', '.join(sorted(shared))})" if shared else "")
+        raise ValueError("no candidates to choose from")
+    objective_used, note = _objective(candidates, objective)
+    ratios = {c.key: vs_fp32(c.measured, fp32_latency_ms) for c in candidates}
+    winner, reason, slower = _decide(candidates, objective_used, ratios, max_latency_vs_fp32)
+    size_axis = "download" if objective_used == "download" else "size"
+    front = pareto_front(candidates, size_axis)
     record: dict[str, Any] = {
-        "chosen": winner.variant,
-        "reason": why,
-        "candidates": [
-            {"variant": c.variant, "passed": c.passed, "metrics": c.metrics, "summary": _summary(c, ratios[c.variant]),
-             **({"latency_vs_fp32": ratios[c.variant]} if ratios[c.variant] is not None else {})}
-            for c in candidates
-        ],
+        "objective": objective,
+        "objective_used": objective_used,
+        "chosen": winner.key,
+        "reason": reason,
+        "size_axis": size_axis,
+        "candidates": [_row(c, front, ratios[c.key])
+                       for c in sorted(candidates, key=lambda c: c.value(size_axis) or 0.0)],
+        "excluded": list(excluded or []),
     }
-    ratio = ratios[winner.variant]
+    ratio = ratios[winner.key]
     if ratio is not None:
         record["latency_vs_fp32"] = ratio
-        record["latency_vs_fp32_source"] = ("interleaved with the FP32 model" if winner.fp32_ratio is not None
+        record["latency_vs_fp32_source"] = ("interleaved with the FP32 model" if winner.measured.fp32_ratio is not None
                                             else "separate FP32 measurement in this build")
-        winner = dataclasses.replace(winner, metrics={**winner.metrics, "latency_vs_fp32": ratio})
+        # The shipped candidate's metrics carry the ratio, so manifests show it.
+        measured = dataclasses.replace(winner.measured, metrics={**winner.measured.metrics, "latency_vs_fp32": ratio})
+        winner = dataclasses.replace(winner, measured=measured)
     if slower is not None:
         record["slower_than_fp32"] = slower
+    if note:
+        record["note"] = note
     return winner, record
+
+
+def _row(candidate: Candidate, front: set[str], ratio: float | None) -> dict[str, Any]:
+    metrics = candidate.measured.metrics
+    row: dict[str, Any] = {
+        "candidate": candidate.key,
+        "model": candidate.model_variant,
+        "precision": candidate.precision,
+        "recipe": candidate.recipe,
+        "size_bytes": candidate.measured.size_bytes,
+        "download_bytes": candidate.download_bytes,
+        "passed": candidate.measured.passed,
+        "failed": sorted(candidate.measured.failed),
+        "pareto": candidate.key in front,
+    }
+    for name in ("accuracy", "accuracy_drop", "cosine", "max_abs_error", "latency_p50_ms"):
+        if name in metrics:
+            row[name] = metrics[name]
+    if ratio is not None:
+        row["latency_vs_fp32"] = ratio
+    return row

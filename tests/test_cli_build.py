@@ -39,7 +39,7 @@ def test_build_writes_validated_artifacts_for_every_onnx_precision(built) -> Non
         assert artifact["metrics"]["latency_p50_ms"] > 0
         assert artifact["metrics"]["accuracy"] >= 0.9  # labels are the FP32 model's own predictions
         report = json.loads((out / artifact["report"]).read_text())
-        assert report["selection"]["chosen"] == artifact["variant"]
+        assert report["selection"]["chosen"] == f"model/{artifact['precision']}/{artifact['variant']}"
         assert report["details"]["weights"]["parameters"] > 0
     assert by_precision["int4"]["size_bytes"] < by_precision["int8"]["size_bytes"] < by_precision["fp32"]["size_bytes"]
     assert by_precision["int8"]["weights"]["by_precision"]["int8"] > 0

@@ -1,7 +1,7 @@
 """The report page's section for a searched artifact: a Pareto plot and the table of candidates.
 
 The record comes from the artifact's ``.report.json`` (``search``, written by
-the build; see edgekit.compress.search). The plot puts size (or download size,
+the build; see edgekit.select). The plot puts size (or download size,
 when that was the objective) against accuracy, colours each candidate by its
 host latency, draws failing candidates hollow, joins the Pareto front and
 stars the candidate that shipped.

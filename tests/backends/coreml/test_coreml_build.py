@@ -71,7 +71,7 @@ def test_fp32_matches_torch_within_1e4(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["cnn", "mlp", "transformer", "tokens"])
 def test_fp16_agreement_check_ships_a_candidate_within_1e2(name: str) -> None:
-    from edgekit.select import choose
+    from edgekit.select import Candidate, choose
 
     candidates = by_variant(built(name, "fp16", "iphone-ios18"))
     # normalisation layers get a mixed candidate with those ops in FP32
@@ -86,14 +86,15 @@ def test_fp16_agreement_check_ships_a_candidate_within_1e2(name: str) -> None:
         assert artifact.details["float_agreement"] == "fp16"
         measured[variant] = _measured(name, artifact)
         assert measured[variant].metrics["max_abs_error"] < 2e-2  # all-FP16: activations rounded to 11 bits
-    winner, _ = choose(list(measured.values()))
-    assert winner.passed and winner.metrics["max_abs_error"] < 1e-2, {v: m.metrics for v, m in measured.items()}
+    winner, _ = choose([Candidate("model", "fp16", m, m.size_bytes) for m in measured.values()])
+    assert winner.measured.passed and winner.measured.metrics["max_abs_error"] < 1e-2, \
+        {v: m.metrics for v, m in measured.items()}
     if name in ("transformer", "tokens"):
         # Measured on the holdout: all-FP16 0.0118 (transformer) and 0.0128 (tokens); FP32 norms 0.0090, 0.0098.
         # The check fails the all-FP16 program, so the smaller-but-drifting candidate cannot ship.
         failed = _agreement(measured["fp16"])
         assert failed.status == "fail" and "over 0.01" in failed.note
-        assert winner.variant == "fp16-norm32"
+        assert winner.recipe == "fp16-norm32"
 
 
 @pytest.mark.parametrize("name", TRAINED)

@@ -1,0 +1,110 @@
+"""The build: model + data + target profiles → validated artifacts + manifest.
+
+Stages, each a module over frozen records:
+1. ``prepare``: load the model and data, compress, split, run the FP32
+   torch reference (data that does not fit the model is refused here);
+2. ``candidates``: for every distinct request across targets, build its
+   candidates once with the format's backend and measure each in its own
+   runtime (FP32 first, so other precisions can report their speed-up);
+3. ``ship``: per target, choose one candidate per pool by the one rule in
+   ``edgekit.select`` (a fixed target's pool is one request, a searched
+   target's every precision × model variant of a format), copy it into
+   ``OUT/<target>/`` atomically with a JSON report beside it;
+4. ``manifest``: write ``OUT/manifest.json`` last, so a manifest only ever
+   lists complete files. A failing target or artifact is recorded and the
+   rest go on.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgekit.artifact import ensure_writable_dir
+from edgekit.pipeline.candidates import Candidates
+from edgekit.pipeline.inputs import BuildInputs, Reporter, SilentReporter, resolve_inputs, search_requests, searched
+from edgekit.pipeline.manifest import assemble, check_schema, listed_files, listed_in, remove_stale, tool_versions
+from edgekit.pipeline.prepare import Prepared, prepare
+from edgekit.pipeline.ship import TargetOutcome, planned, pools, ship_pool
+from edgekit.release.manifest import MANIFEST_NAME, write_manifest
+
+__all__ = ["Build", "BuildInputs", "BuildResult", "Reporter", "SilentReporter", "resolve_inputs", "search_requests",
+           "searched", "tool_versions"]
+
+WORK_DIR = ".work"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    output: Path
+    manifest: dict[str, Any]
+
+    @property
+    def exit_code(self) -> int:
+        """0 all met; 1 a budget failed; 2 bad input for some artifact; 3 an internal failure."""
+        codes = [0]
+        for target in self.manifest["targets"]:
+            for problem in target.get("errors", []):
+                codes.append(problem["exit_code"])
+        if any(not a["passed"] for a in self.manifest["artifacts"]):
+            codes.append(1)
+        return max(codes)
+
+
+def build_candidates(inputs: BuildInputs, prepared: Prepared, candidates: Candidates, reporter: Reporter) -> None:
+    """Stage 2 for every target: build and measure each (request, model variant) once."""
+    jobs = [(profile, request, variant) for profile in inputs.targets for request, variant in planned(profile, prepared)]
+    reporter.start(len(jobs))
+    # FP32 requests first, so that other precisions can report their speed-up over FP32.
+    for profile, request, variant in sorted(jobs, key=lambda job: job[1].precision != "fp32"):
+        where = "" if variant is prepared.base else f" ({variant.name})"
+        reporter.step(f"{profile.name}: {request.label}{where}")
+        candidates.get(request, profile, variant)
+        reporter.advance()
+
+
+def ship_targets(inputs: BuildInputs, prepared: Prepared, candidates: Candidates,
+                 reporter: Reporter) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Stage 3: every target's manifest record and shipped entries."""
+    targets, artifacts = [], []
+    for profile in inputs.targets:
+        outcome = TargetOutcome(profile)
+        for pool in pools(profile):
+            ship_pool(pool, outcome, prepared, candidates, inputs.output, inputs.config.build.latency_on_host, reporter)
+        targets.append(outcome.record())
+        artifacts.extend(outcome.entries)
+    return targets, artifacts
+
+
+class Build:
+    """One build run: construct, then ``run()``. ``candidates`` holds stage 2's results afterwards."""
+
+    def __init__(self, inputs: BuildInputs, reporter: Reporter | None = None, keep_work: bool = False) -> None:
+        self.inputs = inputs
+        self.reporter = reporter or SilentReporter()
+        self.keep_work = keep_work
+        self.candidates: Candidates | None = None
+
+    def run(self) -> BuildResult:
+        output = ensure_writable_dir(self.inputs.output)
+        earlier = listed_files(output)
+        # An old manifest would list files this run is about to replace.
+        (output / MANIFEST_NAME).unlink(missing_ok=True)
+        work = output / WORK_DIR
+        prepared = prepare(self.inputs, self.reporter)
+        self.candidates = Candidates(prepared, work, self.inputs.config.build.latency_runs)
+        build_candidates(self.inputs, prepared, self.candidates, self.reporter)
+        targets, artifacts = ship_targets(self.inputs, prepared, self.candidates, self.reporter)
+        manifest = assemble(self.inputs, prepared, targets, artifacts)
+        check_schema(manifest)
+        write_manifest(output, manifest)
+        remove_stale(output, earlier - listed_in(manifest))
+        self.reporter.step("writing report.html")
+        from edgekit.report import write_report
+
+        write_report(output)
+        if not self.keep_work:
+            shutil.rmtree(work, ignore_errors=True)
+        return BuildResult(output, manifest)

@@ -1,0 +1,170 @@
+"""Stage 2 of a build: each distinct request's candidates, built by its backend and measured in its runtime.
+
+Requests that would build identical artifacts (same request, device facts
+that change conversion, model variant and fidelity bar) share one
+``CandidateSet``, so two targets asking for the same thing pay once. A
+failing backend is recorded on its set (skipped when not installed, an
+error otherwise) and never takes the other requests down.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edgekit import backends
+from edgekit.artifact import Artifact
+from edgekit.config import ArtifactRequest, TargetProfile
+from edgekit.data import Dataset
+from edgekit.errors import BackendUnavailableError, EdgekitError, InternalError
+from edgekit.native_output import native_stderr_to
+from edgekit.pipeline.prepare import Prepared
+from edgekit.validate import emulated_sample, evaluate, measure_latency
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from edgekit.variants import ModelVariant
+
+
+@dataclass(frozen=True)
+class CandidateSet:
+    """Built and measured candidates for one distinct request (shared by targets); or why there are none."""
+
+    artifacts: tuple[Artifact, ...] = ()
+    metrics: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: MappingProxyType({}))
+    error: EdgekitError | None = None
+    skipped: str | None = None
+
+
+def request_key(request: ArtifactRequest, profile: TargetProfile, prepared: Prepared, variant: ModelVariant) -> str:
+    """Requests with equal keys build identical artifacts, so targets share them.
+
+    Device facts that change conversion (Core ML deployment target, the
+    microcontroller op set), the model variant and the fidelity bar the
+    backend searches against are part of the key.
+    """
+    bar = prepared.fidelity_target(profile, request.precision)
+    relevant = {"request": request.model_dump(mode="json"), "min_ios": profile.device.min_ios,
+                "micro": profile.device.kind == "microcontroller", "model": variant.name, "fidelity": bar.as_dict()}
+    return json.dumps(relevant, sort_keys=True)
+
+
+def first_sample(data: Dataset, batch: int | None) -> dict[str, np.ndarray]:
+    """What latency is timed on: one sample, or one full batch of a fixed-batch model."""
+    from edgekit.batching import pad_to
+
+    return pad_to({k: v[: batch or 1] for k, v in data.inputs.items()}, batch or 1)[0]
+
+
+def measure(artifact: Artifact, prepared: Prepared, variant: ModelVariant, latency_runs: int) -> dict[str, float]:
+    """Accuracy, fidelity and host latency of one candidate, run in its own runtime.
+
+    Fidelity compares with the variant's own FP32 outputs (what conversion
+    cost); accuracy drop with the model as given (what compression and
+    conversion cost together).
+    """
+    session = backends.open_session(artifact.path)
+    try:
+        data, reference = prepared.split.evaluation, variant.reference
+        reference_accuracy = prepared.reference_metrics.get("accuracy")
+        emulated = getattr(session, "emulated", False)
+        if emulated:
+            # The emulator is slow: a bounded, seeded sample, judged against FP32 on the same samples.
+            chosen = emulated_sample(len(data), variant.macs, prepared.split.seed)
+            data, reference = data.take(chosen), [r[chosen] for r in reference]
+            if data.labelled:
+                from edgekit.validate import accuracy
+
+                reference_accuracy = accuracy([r[chosen] for r in prepared.base.reference], data.y)  # type: ignore[arg-type]
+        metrics = evaluate(session, data, reference, reference_accuracy)
+        metrics["samples_available"] = float(len(prepared.split.evaluation))
+        # An emulator's speed says nothing about the device's: no number rather than a misleading one.
+        if not emulated:
+            metrics.update(measure_latency(session, first_sample(prepared.split.evaluation, variant.model.fixed_batch),
+                                           latency_runs))
+    finally:
+        session.close()
+    return metrics
+
+
+def export_job(request: ArtifactRequest, profile: TargetProfile, prepared: Prepared, variant: ModelVariant,
+               workdir: Path) -> backends.ExportJob:
+    """What the backend builds from: the variant's torch module, inputs, calibration data and quality bar."""
+    return backends.ExportJob(
+        model=copy.deepcopy(variant.model.module),
+        example_inputs=variant.example_inputs,
+        inputs=prepared.input_specs,
+        output_names=prepared.output_names,
+        request=request,
+        profile=profile,
+        calibration={k: v.astype(np.float32) if v.dtype == np.float64 else v
+                     for k, v in prepared.split.calibration.inputs.items()},
+        workdir=workdir,
+        stem=prepared.stem,
+        reference=tuple(variant.calibration_reference),
+        fidelity=prepared.fidelity_target(profile, request.precision),
+        fixed_batch=variant.model.fixed_batch,
+    )
+
+
+def _contained(request: ArtifactRequest, exc: Exception) -> CandidateSet:
+    """A converter crash as a recorded outcome: a lazily imported package missing is a skip, anything else an error."""
+    if isinstance(exc, BackendUnavailableError):
+        return CandidateSet(skipped=exc.message)
+    if isinstance(exc, EdgekitError):
+        return CandidateSet(error=exc)
+    package = (exc.name or "").split(".")[0] if isinstance(exc, ModuleNotFoundError) else ""
+    if package and package != "edgekit":  # a converter imported lazily, when a recipe needs it
+        return CandidateSet(skipped=backends.missing_package(request.format, package).message)
+    return CandidateSet(error=InternalError(f"{request.label} failed: {type(exc).__name__}: {str(exc)[:300]}"))
+
+
+class Candidates:
+    """Every request's ``CandidateSet`` of one build, made on first ask; files under ``work``."""
+
+    def __init__(self, prepared: Prepared, work: Path, latency_runs: int) -> None:
+        self.prepared = prepared
+        self.work = work
+        self.latency_runs = latency_runs
+        self.sets: dict[str, CandidateSet] = {}
+
+    def get(self, request: ArtifactRequest, profile: TargetProfile, variant: ModelVariant) -> CandidateSet:
+        key = request_key(request, profile, self.prepared, variant)
+        if key not in self.sets:
+            self.sets[key] = self._make(key, request, profile, variant)
+        return self.sets[key]
+
+    def _make(self, key: str, request: ArtifactRequest, profile: TargetProfile, variant: ModelVariant) -> CandidateSet:
+        workdir = self.work / hashlib.sha256(key.encode()).hexdigest()[:12]
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        try:
+            with native_stderr_to(workdir / "converter.log"):
+                artifacts = tuple(backends.builder(request.format).build(
+                    export_job(request, profile, self.prepared, variant, workdir)))
+                metrics = {a.variant: MappingProxyType(measure(a, self.prepared, variant, self.latency_runs))
+                           for a in artifacts}
+        except Exception as exc:  # a converter crash must not take the other targets down
+            return _contained(request, exc)
+        return CandidateSet(artifacts, MappingProxyType(metrics))
+
+    def fp32_latency(self, fmt: str) -> float | None:
+        """Host p50 of the model's fastest FP32 candidate in ``fmt``, when this build made one."""
+        from edgekit.variants import BASE
+
+        for key, found in self.sets.items():
+            facts = json.loads(key)
+            if facts["model"] == BASE and facts["request"]["format"] == fmt \
+                    and facts["request"]["precision"] == "fp32" and found.metrics:
+                latencies = [m["latency_p50_ms"] for m in found.metrics.values() if "latency_p50_ms" in m]
+                return min(latencies) if latencies else None
+        return None
