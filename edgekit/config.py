@@ -9,6 +9,7 @@ the config it was given.
 from __future__ import annotations
 
 import difflib
+import importlib.resources
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +24,8 @@ Precision = Literal["fp32", "fp16", "int8", "dynamic-int8", "int4"]
 DeviceKind = Literal["sbc", "phone", "microcontroller", "gpu-sbc", "desktop"]
 TaskKind = Literal["auto", "classification", "regression", "embedding"]
 
-PROFILES_DIR = Path(__file__).parent / "targets"
+# The shipped profiles: the top-level targets/ folder, installed as the edgekit.targets package.
+PROFILES_DIR = Path(str(importlib.resources.files("edgekit.targets")))
 SEMVER = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$"
 
 

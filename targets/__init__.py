@@ -1,0 +1,1 @@
+"""The shipped device profiles, one TOML file each; installed as the edgekit.targets package (see setup.py)."""
