@@ -24,7 +24,6 @@ Imports torch and executorch: build-time only.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.metadata
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ import torch
 
 from edgekit.artifact import Artifact, atomic_write_bytes
 from edgekit.backends import ExportJob, parse_options
+from edgekit.backends.candidates import finished, none_made, nothing_stored_in, time_against_fp32
 from edgekit.backends.executorch import export
 from edgekit.coverage import REQUESTED_BITS, Coverage, FloatOp
 from edgekit.errors import EdgekitError, InternalError, UnsupportedModelError
@@ -128,9 +128,9 @@ def _candidate(ctx: _Context, recipe: Recipe) -> Artifact | None:
         ctx.notes.append(f"{recipe.variant}: failed ({exc.problem[:200]})")
         return None
     census = lowered.census
-    expected = "int4" if job.request.precision == "int4" else "int8"
-    if recipe.quantized and not census.get(expected):
-        ctx.notes.append(f"{recipe.variant}: dropped, no weight ended up in {expected}")
+    empty = nothing_stored_in(job.request.precision, census) if recipe.quantized else None
+    if empty:
+        ctx.notes.append(f"{recipe.variant}: dropped, {empty}")
         return None
     path = job.workdir / f"{job.stem}.{job.request.precision}.{recipe.variant}.pte"
     atomic_write_bytes(path, lowered.data)
@@ -161,12 +161,13 @@ def _time_against_fp32(ctx: _Context, candidates: list[Artifact]) -> list[dict[s
     feeds = {name: array[:batch] for name, array in job.calibration.items()}
     try:
         atomic_write_bytes(reference, export.lower(job, ctx.fp32).data)
-        results = fp32_timing.interleaved([reference, *(c.path for c in candidates)], feeds)
     except (EdgekitError, RuntimeError, ValueError) as exc:  # the candidates ran already; only the figure is lost
-        return [{"error": f"{type(exc).__name__}: {str(exc)[:160]}"} for _ in candidates]
+        reference.unlink(missing_ok=True)
+        return [{"error": f"FP32 program not made: {type(exc).__name__}: {str(exc)[:160]}"} for _ in candidates]
+    try:
+        return time_against_fp32(reference, [c.path for c in candidates], feeds, fp32_timing)
     finally:
         reference.unlink(missing_ok=True)
-    return [fp32_timing.comparison(own, results[0]) for own in results[1:]]
 
 
 def build(job: ExportJob) -> list[Artifact]:
@@ -185,12 +186,6 @@ def build(job: ExportJob) -> list[Artifact]:
     made = [_candidate(ctx, recipe) for recipe in RECIPES[request.precision]]
     kept = [artifact for artifact in made if artifact is not None]
     if not kept:
-        raise UnsupportedModelError(
-            f"no {request.precision} executorch artifact could be made for target {job.profile.name}: "
-            f"{'; '.join(ctx.notes)}",
-            "Choose another precision or format for this target",
-        )
+        raise none_made("executorch", request.precision, job.profile.name, ctx.notes)
     timings = _time_against_fp32(ctx, kept) if request.precision != "fp32" else [None] * len(kept)
-    return [dataclasses.replace(artifact, details={**artifact.details, "notes": list(ctx.notes),
-                                                   **({"vs_fp32": vs} if vs is not None else {})})
-            for artifact, vs in zip(kept, timings)]
+    return finished(kept, ctx.notes, timings)

@@ -56,16 +56,16 @@ import onnx
 from edgekit.artifact import Artifact, sha256_file
 from edgekit.backends import ExportJob, parse_options
 from edgekit.backends.model_key import model_key
+from edgekit.backends.candidates import STORED_AS, finished, none_made, nothing_stored_in, time_against_fp32
 from edgekit.backends.onnx import coverage, fallback, fp32_timing, graph, int4, quantize, weights
 from edgekit.backends.onnx import export as exporter
 from edgekit.backends.onnx.census import NodeWeights, float_weight_ops, weight_census
 from edgekit.backends.onnx.graph import ModuleMap
 from edgekit.backends.onnx.versions import min_onnxruntime
 from edgekit.batching import pad_to
-from edgekit.errors import EdgekitError, InternalError, UnsupportedModelError
+from edgekit.errors import InternalError, UnsupportedModelError
 from edgekit.fidelity import FidelityTarget
 
-_EXPECTED = {"fp32": "fp32", "fp16": "fp16", "int8": "int8", "dynamic-int8": "int8", "int4": "int4"}
 # Ops each onnxruntime tool quantizes; a float op outside the set is reported as "not supported".
 _DYNAMIC_OPS = frozenset({"MatMul", "Conv", "Gather", "LSTM", "Attention", "EmbedLayerNormalization", "GRU", "RNN"})
 _DYNAMIC_UNITS = frozenset({"MatMul", "Gemm", "Gather", "LSTM"})
@@ -157,10 +157,11 @@ def _artifact(ctx: _Context, path: Path, variant: str, config: dict[str, Any], d
         return None
     model = onnx.load(str(path), load_external_data=False)
     census = weight_census(model)
-    expected = _EXPECTED[job.request.precision]
-    if census["by_precision"].get(expected, 0) == 0:
-        ctx.notes.append(f"{variant}: dropped, no weight ended up in {expected}")
+    empty = nothing_stored_in(job.request.precision, census["by_precision"])
+    if empty:
+        ctx.notes.append(f"{variant}: dropped, {empty}")
         return None
+    expected = STORED_AS[job.request.precision]
     facts: dict[str, Any] = {"weights": census, "float_weights_by_op": float_weight_ops(census) if expected != "fp32" else {},
                              "min_runtime_version": min_onnxruntime(model)}
     try:
@@ -175,21 +176,11 @@ def _artifact(ctx: _Context, path: Path, variant: str, config: dict[str, Any], d
 
 
 def _time_against_fp32(job: ExportJob, fp32: Path, candidates: list[Artifact]) -> list[dict[str, Any]]:
-    """Each candidate's ``vs_fp32`` record: the FP32 export and every candidate timed in one interleaved run.
-
-    A timing failure leaves the candidates with ``{"error": ...}`` instead of
-    the figure (the selection then falls back to the pipeline's separate FP32
-    latency) rather than failing the build: validation runs them anyway.
-    """
+    """Each candidate's ``vs_fp32`` record: the FP32 export and every candidate timed in one interleaved run."""
     # One real sample (a whole fixed batch when the model has one): the calibration split is keyed by input name.
     rows = job.fixed_batch or 1
     feeds = pad_to({name: array[:rows] for name, array in job.calibration.items()}, rows)[0]
-    try:
-        timing = fp32_timing.interleaved([fp32] + [a.path for a in candidates], feeds)
-    except (EdgekitError, ValueError) as exc:
-        reason = exc.problem if isinstance(exc, EdgekitError) else f"{type(exc).__name__}: {str(exc)[:300]}"
-        return [{"error": reason} for _ in candidates]
-    return [fp32_timing.comparison(own, timing[0]) for own in timing[1:]]
+    return time_against_fp32(fp32, [a.path for a in candidates], feeds, fp32_timing)
 
 
 # ---------------------------------------------------------------- recipes
@@ -553,12 +544,6 @@ def build(job: ExportJob) -> list[Artifact]:
         raise InternalError(f"onnx backend got unknown precision {precision}")
     kept = [c for c in candidates if c is not None]
     if not kept:
-        raise UnsupportedModelError(
-            f"no {precision} onnx artifact could be made for target {job.profile.name}: {'; '.join(ctx.notes)}",
-            "The model may have no layers this precision applies to; choose another precision for this target",
-        )
+        raise none_made("onnx", precision, job.profile.name, ctx.notes)
     timings = _time_against_fp32(job, fp32, kept) if precision != "fp32" else [None] * len(kept)
-    return [Artifact(a.path, a.format, a.precision, a.variant, a.parent, a.config,
-                     {**a.details, "notes": ctx.notes, "build_seconds": ctx.seconds,
-                      **({"vs_fp32": vs} if vs is not None else {})})
-            for a, vs in zip(kept, timings)]
+    return finished(kept, ctx.notes, timings, build_seconds=ctx.seconds)

@@ -119,6 +119,7 @@ import numpy as np
 
 from edgekit.artifact import Artifact, atomic_write_bytes
 from edgekit.backends import ExportJob, parse_options
+from edgekit.backends.candidates import time_against_fp32
 from edgekit.backends.model_key import model_key
 from edgekit.backends.tflite import coverage, export, fallback, fp32_timing, interface, micro, micro_rewrite, quantize
 from edgekit.backends.tflite.inspect import census_summary, io_description, min_runtime_version, parse, weight_census
@@ -615,16 +616,17 @@ def _time_against_fp32(ctx: _Context, made: list[tuple[str, Any, dict[str, Any],
     feeds = {name: t.detach().cpu().numpy() for name, t in ctx.inputs.items()}
     try:
         atomic_write_bytes(reference, ctx.float_model())
-        timing = fp32_timing.interleaved([reference] + [path for _, path, _, _ in made], feeds)
     except (EdgekitError, ValueError) as exc:
+        reference.unlink(missing_ok=True)
         for _, _, _, details in made:
             details["vs_fp32"] = {"error": _reason(exc)}
         return
+    try:
+        timings = time_against_fp32(reference, [path for _, path, _, _ in made], feeds, fp32_timing)
     finally:
         reference.unlink(missing_ok=True)
-    fp32 = timing[0]
-    for (_, _, _, details), own in zip(made, timing[1:]):
-        details["vs_fp32"] = fp32_timing.comparison(own, fp32)
+    for (_, _, _, details), vs in zip(made, timings):
+        details["vs_fp32"] = vs
 
 
 def _integer_only(job: ExportJob) -> bool:

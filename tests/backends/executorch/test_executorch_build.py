@@ -156,7 +156,7 @@ def test_a_quantized_candidate_with_nothing_quantized_is_dropped(tmp_path: Path)
 
     base = job("cnn", "int8")
     plain = dataclasses.replace(base, model=_NoWeights().eval(), workdir=tmp_path, output_names=("out",))
-    with pytest.raises(UnsupportedModelError, match="no weight ended up in int8"):
+    with pytest.raises(UnsupportedModelError, match="nothing quantized: no weight is stored in int8"):
         build(plain)
 
 
