@@ -71,7 +71,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -284,17 +284,26 @@ def _artifact(ctx: _Context, path: Path, variant: str, config: dict[str, Any], e
     return Artifact(path, "coreml", job.request.precision, variant, parent=parent, config=config, details=details)
 
 
-def _recipes(precision: str, options: Options) -> list[tuple[str, str, Any]]:
-    """(variant, method, argument) for each compressed candidate of an int8/int4 request."""
+class Recipe(NamedTuple):
+    """One compressed candidate: ``method`` is coremltools.optimize's ``linear`` (``argument``: the dtype,
+    "int8" / "int4") or ``palettize`` (``argument``: bits)."""
+
+    variant: str
+    method: str
+    argument: Any
+
+
+def _recipes(precision: str, options: Options) -> list[Recipe]:
+    """The compressed candidates of an int8/int4 request, as the options shape them."""
     if options.palettize is not None:
-        recipes = [(f"palettize{options.palettize}", "palettize", options.palettize)]
+        recipes = [Recipe(f"palettize{options.palettize}", "palettize", options.palettize)]
     elif precision == "int8":
-        recipes = [("int8-linear", "linear", "int8")]
+        recipes = [Recipe("int8-linear", "linear", "int8")]
     else:  # both 4-bit forms: which one is more accurate depends on the model, so both are measured
-        recipes = [(f"int4-block{options.block_size}", "linear", "int4"), ("palettize4", "palettize", 4)]
+        recipes = [Recipe(f"int4-block{options.block_size}", "linear", "int4"), Recipe("palettize4", "palettize", 4)]
     if options.prune is not None:
         tag = f"sparse{round(options.prune * 100)}"
-        recipes = [(f"{variant}-{tag}", method, arg) for variant, method, arg in recipes]
+        recipes = [recipe._replace(variant=f"{recipe.variant}-{tag}") for recipe in recipes]
     return recipes
 
 

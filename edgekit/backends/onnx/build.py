@@ -504,6 +504,43 @@ def _int4(ctx: _Context) -> Artifact | None:
     return _artifact(ctx, path, "int4-weight-only", config, details, reason, _FAST_PATH["int4"])
 
 
+def _fp32_candidate(ctx: _Context) -> Artifact | None:
+    # The FP32 program is held to the FP32 model by validation's float-agreement check, whatever the profile says.
+    config = {"exporter": "torch.onnx dynamo", "opset": exporter.OPSET, "fixed_batch": ctx.job.fixed_batch}
+    return _artifact(ctx, ctx.fp32, "fp32", config, {"float_agreement": "fp32"})
+
+
+def _fp16(ctx: _Context) -> Artifact | None:
+    # FP16 is judged by its quality bar: ONNX FP16 differs from torch by FP16 rounding alone (1.6e-2 scaled on the
+    # tokens sample, more than the Core ML-calibrated 1e-2, with or without LayerNorm / Softmax kept FP32).
+    path = quantize.to_fp16(ctx.fp32, ctx.job.workdir / f"{ctx.job.stem}.fp16.onnx")
+    details = {"calibration_fidelity": ctx.measure(path)} if ctx.job.fidelity.required else {}
+    return _artifact(ctx, path, "fp16", {"tool": "onnxruntime float16", "keep_io_types": True}, details)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named way to make candidates of a precision; ``make`` returns them, None for one it dropped (with a note)."""
+
+    name: str
+    make: Callable[[_Context], list[Artifact | None]]
+
+
+def _one(make: Callable[[_Context], Artifact | None]) -> Callable[[_Context], list[Artifact | None]]:
+    return lambda ctx: [make(ctx)]
+
+
+# Per precision, the recipes every build tries, in order (table in the module docstring).
+RECIPES: dict[str, tuple[Recipe, ...]] = {
+    "fp32": (Recipe("fp32", _one(_fp32_candidate)),),
+    "fp16": (Recipe("fp16", _one(_fp16)),),
+    "int8": (Recipe("static (qdq, qoperator)", _static), Recipe("dynamic", _one(_dynamic)),
+             Recipe("weight-only-int8", _one(_weight_only))),
+    "dynamic-int8": (Recipe("dynamic", _one(_dynamic)),),
+    "int4": (Recipe("int4-weight-only", _one(_int4)),),
+}
+
+
 def build(job: ExportJob) -> list[Artifact]:
     """Export and quantize for ``job.request``; return the candidates (at least one)."""
     parse_options("onnx", dict(job.request.options), job.request.precision, f"target {job.profile.name} {job.request.label}")
@@ -513,6 +550,8 @@ def build(job: ExportJob) -> list[Artifact]:
             "Use io = \"float\" for onnx artifacts (integer I/O is a TFLite Micro feature)",
         )
     precision = job.request.precision
+    if precision not in RECIPES:  # the config's Literal makes this unreachable; keep the error honest anyway
+        raise InternalError(f"the onnx backend has no recipe for precision '{precision}'")
     started = time.perf_counter()
     fp32 = _fp32(job)
     export_seconds = round(time.perf_counter() - started, 2)
@@ -520,28 +559,7 @@ def build(job: ExportJob) -> list[Artifact]:
     ctx = _Context(job, fp32, ModuleMap.load(fp32), _reference(job, fp32) if needs_reference else tuple(job.reference),
                    bar=_bar(job))
     ctx.seconds["export"] = export_seconds
-    candidates: list[Artifact | None] = []
-    out = job.workdir
-    # The FP32 program is held to the FP32 model by validation's float-agreement check, whatever the profile says.
-    # FP16 is judged by its quality bar: ONNX FP16 differs from torch by FP16 rounding alone (1.6e-2 scaled on the
-    # tokens sample, more than the Core ML-calibrated 1e-2, with or without LayerNorm / Softmax kept FP32).
-    if precision == "fp32":
-        candidates.append(_artifact(ctx, fp32, "fp32", {"exporter": "torch.onnx dynamo", "opset": exporter.OPSET,
-                                                        "fixed_batch": job.fixed_batch}, {"float_agreement": "fp32"}))
-    elif precision == "fp16":
-        path = quantize.to_fp16(fp32, out / f"{job.stem}.fp16.onnx")
-        details = {"calibration_fidelity": ctx.measure(path)} if needs_reference else {}
-        candidates.append(_artifact(ctx, path, "fp16", {"tool": "onnxruntime float16", "keep_io_types": True}, details))
-    elif precision == "int8":
-        candidates += _static(ctx)
-        candidates.append(_dynamic(ctx))
-        candidates.append(_weight_only(ctx))
-    elif precision == "dynamic-int8":
-        candidates.append(_dynamic(ctx))
-    elif precision == "int4":
-        candidates.append(_int4(ctx))
-    else:  # the config's Literal makes this unreachable; keep the error honest anyway
-        raise InternalError(f"onnx backend got unknown precision {precision}")
+    candidates = [candidate for recipe in RECIPES[precision] for candidate in recipe.make(ctx)]
     kept = [c for c in candidates if c is not None]
     if not kept:
         raise none_made("onnx", precision, job.profile.name, ctx.notes)

@@ -372,6 +372,7 @@ def test_int4_quantizes_embedding_gathers(builds: _Builds) -> None:
     assert _cosine(built, int4) > 0.97
 
 
+@pytest.mark.slow
 def test_gru_weights_are_quantized_in_every_int8_and_int4_candidate(builds: _Builds) -> None:
     for precision, stored in (("int8", "int8"), ("int4", "int4")):
         built = builds("gru", precision)
