@@ -12,7 +12,11 @@ header with mtime 0 and no file name.
 
 Reader: one forward pass over the stream (``r|``), so nothing is read twice
 and an unsigned member is refused at its header, before its data is read or
-written. ``read_head`` returns the manifest and signature bytes for the caller
+written. Memory is bounded before the signature is checked: the gzip stream
+is inflated in small steps, extended headers (PAX, GNU long names) are
+refused above ``MAX_EXTENDED_HEADER`` before they are read, members are
+counted, and anything after the tar's zero padding or after the one gzip
+member (appended data, a second gzip member) is refused. ``read_head`` returns the manifest and signature bytes for the caller
 to verify; only then does ``extract`` write the listed files, each checked
 against its declared size and sha256 while it streams. Every member name and
 type is checked first: absolute paths, ``..``, links, devices and anything
@@ -44,8 +48,13 @@ GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 20
 _MAX_MANIFEST = 16 << 20
 _MAX_SIGNATURE = 4096
-# Padding after the last member is at most one tar record; more is not ours.
-_MAX_TRAILER = 1 << 20
+# Padding after the end-of-archive marker is at most one tar record of zeros; more is not ours.
+_MAX_TRAILER = tarfile.RECORDSIZE
+# edgekit writes a PAX header only for a member name over 100 characters (names are at most 4096).
+MAX_EXTENDED_HEADER = 8 << 10
+# Far above what a release holds (artifacts, reports, a few files per .mlpackage), far below what hurts.
+MAX_MEMBERS = 10_000
+_INFLATE_INPUT = 64 << 10
 _COMPONENT = re.compile(r"[A-Za-z0-9_+@-][A-Za-z0-9._+@-]{0,254}", re.ASCII)
 _REFUSE = "Refuse this bundle; only install bundles made by edgekit bundle and fetched intact"
 
@@ -129,6 +138,57 @@ def _corrupt(path: Path, exc: BaseException) -> SecurityError:
 _READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, UnicodeError)
 
 
+class _Refused(Exception):
+    """Raised from inside tarfile's header parsing; turned into a SecurityError by the reader."""
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A TarInfo that refuses an oversized extended header before tarfile reads it into memory.
+
+    tarfile reads a PAX or GNU long-name header's whole body at once; a small
+    compressed bundle can declare one of hundreds of MiB.
+    """
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
+        extended = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
+                    tarfile.GNUTYPE_LONGLINK)
+        if self.type in extended and self.size > MAX_EXTENDED_HEADER:
+            raise _Refused(f"an extended tar header of {self.size} bytes (at most {MAX_EXTENDED_HEADER} are read)")
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise _Refused("a GNU sparse member")
+        return super()._proc_member(tarfile_)  # type: ignore[misc]
+
+
+class _OneGzipMember(io.RawIOBase):
+    """Inflates exactly one gzip member, at most one read buffer at a time; refuses any byte after it.
+
+    gzip.GzipFile would inflate an appended second member as more data.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._inflate = zlib.decompressobj(wbits=31)  # gzip wrapper: header, CRC and length checked
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._ended:
+            source = self._inflate.unconsumed_tail or self._raw.read(_INFLATE_INPUT)
+            if not source:
+                raise EOFError("the gzip stream ends early")
+            out = self._inflate.decompress(source, len(buffer))
+            if self._inflate.eof:
+                self._ended = True
+                if self._inflate.unused_data or self._raw.read(1):
+                    raise _Refused("bytes after its gzip stream (appended data or a second gzip member)")
+            if out:
+                buffer[: len(out)] = out
+                return len(out)
+        return 0
+
+
 class _HashingReader(io.RawIOBase):
     """A read-only stream that hashes every byte read through it."""
 
@@ -156,9 +216,12 @@ class BundleReader:
     def __init__(self, path: Path, raw: BinaryIO) -> None:
         self.path = path
         self._hashing = _HashingReader(raw)
-        self._gz = gzip.GzipFile(fileobj=self._hashing, mode="rb")
+        self._gz = _OneGzipMember(self._hashing)
+        self._members = 0
         try:
-            self._tar = tarfile.open(fileobj=self._gz, mode="r|")
+            self._tar = tarfile.open(fileobj=self._gz, mode="r|", tarinfo=_BoundedTarInfo)
+        except _Refused as exc:
+            raise SecurityError(f"bundle {path} holds {exc}", _REFUSE) from None
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
             raise _corrupt(path, exc) from None
         except _READ_ERRORS as exc:
@@ -174,9 +237,15 @@ class BundleReader:
             return member
         try:
             member = self._tar.next()
+        except _Refused as exc:
+            raise SecurityError(f"bundle {self.path} holds {exc}", _REFUSE) from None
         except _READ_ERRORS as exc:
             raise _corrupt(self.path, exc) from None
         if member is not None:
+            self._members += 1
+            self._tar.members.clear()  # a stream read keeps every header otherwise
+            if self._members > MAX_MEMBERS:
+                raise SecurityError(f"bundle {self.path} holds more than {MAX_MEMBERS} members", _REFUSE)
             check_member_name(member.name)
             kind = _member_kind(member)
             if kind not in ("file", "a directory"):
@@ -226,9 +295,12 @@ class BundleReader:
         while (member := self._next()) is not None:
             name = member.name
             if member.isdir():
-                if name.rstrip("/") in parents:
+                folder = name.rstrip("/")
+                if folder in parents and folder not in seen:
+                    seen.add(folder)
                     continue  # a folder that holds listed files: harmless, nothing to write
-                raise SecurityError(f"bundle holds a folder {name!r} the signed manifest does not list", _REFUSE)
+                raise SecurityError(f"bundle holds a folder {name!r} the signed manifest does not list "
+                                    "(or lists it twice)", _REFUSE)
             if name in (MANIFEST_NAME, SIGNATURE_NAME) or name in seen:
                 raise SecurityError(f"bundle holds {name!r} more than once", _REFUSE)
             entry = files.get(name)
@@ -243,7 +315,7 @@ class BundleReader:
                 )
             seen.add(name)
             self._write_member(member, entry, destination)
-        missing = sorted(set(files) - seen)
+        missing = sorted(set(files) - seen)  # seen holds folders too; files never share a folder's name
         if missing:
             raise SecurityError(
                 f"bundle is missing {len(missing)} file(s) the signed manifest lists: {', '.join(missing[:5])}", _REFUSE
@@ -284,14 +356,14 @@ class BundleReader:
         return self._hashing.digest.hexdigest()
 
     def _drain(self) -> None:
-        # Reading to the end makes gzip check its CRC and length trailer, so a
+        # Reading to the end makes zlib check the gzip CRC and length trailer, so a
         # bundle cut short after the last member is still caught.
         try:
             left = self._gz.read(_MAX_TRAILER + 1)
-            if len(left) > _MAX_TRAILER:
+            if len(left) > _MAX_TRAILER or left.count(0) != len(left) or self._gz.read(1):
                 raise SecurityError(f"bundle {self.path} has unexpected data after its last file", _REFUSE)
-            if self._hashing.read(1):
-                raise SecurityError(f"bundle {self.path} has unexpected bytes after its gzip stream", _REFUSE)
+        except _Refused as exc:
+            raise SecurityError(f"bundle {self.path} holds {exc}", _REFUSE) from None
         except _READ_ERRORS as exc:
             raise _corrupt(self.path, exc) from None
 

@@ -251,7 +251,7 @@ def test_trailing_garbage_is_refused(
 ) -> None:
     padded = tmp_path / "padded.tar.gz"
     padded.write_bytes(bundles["1.1.0"].read_bytes() + b"MALWARE")
-    _assert_refused(kit, padded, keys, store, scratch, "is truncated or corrupt")  # bytes after the gzip stream
+    _assert_refused(kit, padded, keys, store, scratch, "bytes after its gzip stream")
 
 
 def test_member_that_would_escape_is_never_written(
@@ -269,3 +269,67 @@ def test_member_that_would_escape_is_never_written(
 def test_a_private_key_is_not_accepted_as_trust_anchor(kit: ModuleType, keys: Keys, bundles: dict[str, Path]) -> None:
     outcome = kit.run("verify", bundles["1.0.0"], "--key", keys.private)
     assert outcome.exit_code == 2 and "is a private key" in outcome.stderr
+
+
+# -- memory and bytes before the signature ------------------------------------------------------------------------
+
+
+def _peak_mib_refusing(bundle: Path, keys: Keys, scratch: Path, expected: str) -> float:
+    """Verify ``bundle`` in this process under tracemalloc; it must be refused with ``expected``; the peak in MiB."""
+    import tracemalloc
+
+    from edgekit.errors import SecurityError
+    from edgekit.release.signing import load_public_key
+    from edgekit.release.verify import verify_bundle
+
+    key = load_public_key(keys.public)
+    tracemalloc.start()
+    try:
+        with pytest.raises(SecurityError) as refused:
+            verify_bundle(bundle, key, scratch)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert expected in refused.value.message, refused.value.message
+    return peak / (1 << 20)
+
+
+def test_a_huge_extended_header_is_refused_before_it_is_read(tmp_path: Path, keys: Keys, scratch: Path) -> None:
+    """A 306 KB bundle declaring a 300 MiB PAX header drove tarfile to read it whole; now it is never read."""
+    bomb = tmp_path / "pax-bomb.tar.gz"
+    header = tarfile.TarInfo("././@PaxHeader")
+    header.type = tarfile.XHDTYPE
+    header.size = 300 << 20
+    with gzip.open(bomb, "wb", compresslevel=1) as out:
+        out.write(header.tobuf(tarfile.USTAR_FORMAT))
+        zeros = bytes(1 << 20)
+        for _ in range(300):
+            out.write(zeros)
+    assert bomb.stat().st_size < 2 << 20
+    peak = _peak_mib_refusing(bomb, keys, scratch, "extended tar header of 314572800 bytes")
+    assert peak < 64, f"{peak:.1f} MiB while refusing a PAX bomb"
+
+
+def test_a_flood_of_directory_entries_is_refused_at_the_second(tmp_path: Path, keys: Keys, bundles: dict[str, Path],
+                                                                scratch: Path) -> None:
+    members = read_bundle(bundles["1.1.0"])
+    flood = [(member("raspberry-pi-4", tarfile.DIRTYPE), b"") for _ in range(50_000)]
+    bundle = repack(tmp_path / "flood.tar.gz", [*members[:2], *flood, *members[2:]])
+    peak = _peak_mib_refusing(bundle, keys, scratch, "(or lists it twice)")
+    assert peak < 64
+
+
+@pytest.mark.parametrize("tail", ["second gzip member", "zeros inside the stream", "bytes inside the stream"])
+def test_nothing_after_the_archive_is_accepted(tmp_path: Path, keys: Keys, bundles: dict[str, Path], scratch: Path,
+                                               tail: str) -> None:
+    original = bundles["1.1.0"].read_bytes()
+    tar = gzip.decompress(original)
+    hostile = {
+        "second gzip member": original + gzip.compress(b"#!/bin/sh\necho owned\n"),
+        "zeros inside the stream": gzip.compress(tar + bytes(1 << 20)),  # more than one record of padding
+        "bytes inside the stream": gzip.compress(tar + b"MALWARE"),
+    }[tail]
+    bundle = tmp_path / "tail.tar.gz"
+    bundle.write_bytes(hostile)
+    expected = "after its gzip stream" if tail == "second gzip member" else "unexpected data after its last file"
+    _peak_mib_refusing(bundle, keys, scratch, expected)
