@@ -140,7 +140,13 @@ class Store:
     @classmethod
     @contextlib.contextmanager
     def locked(cls, root: Path) -> Iterator[Store]:
-        """Hold the store's exclusive lock; a store created here is removed again if left empty."""
+        """Hold the store's exclusive lock; a store created here is removed again if left empty.
+
+        Only the holder removes the folder, and only while it holds the lock;
+        a process that locked a folder which was removed or replaced meanwhile
+        (it opened it before the holder removed it) lets go and reports the
+        store busy, so two processes never both hold a store.
+        """
         import fcntl  # POSIX only, like the devices a store lives on
 
         created = not root.exists()
@@ -151,24 +157,27 @@ class Store:
             raise InputError(
                 f"cannot open model store {root}: {exc.strerror or exc}", "Pass a folder you can write to with --into"
             ) from None
+        busy = InputError(f"model store {root} is busy (another install or rollback holds it)",
+                          "Retry when it has finished")
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
                 if exc.errno in (errno.EAGAIN, errno.EACCES):
-                    raise InputError(
-                        f"model store {root} is busy (another install or rollback holds it)",
-                        "Retry when it has finished",
-                    ) from None
+                    raise busy from None
                 raise
+            if not _same_folder(fd, root):
+                raise busy
             store = cls(root)
             store.sweep()
-            yield store
+            try:
+                yield store
+            finally:
+                if created:
+                    with contextlib.suppress(OSError):
+                        root.rmdir()  # only succeeds if nothing was installed; done while the lock is held
         finally:
             os.close(fd)
-            if created:
-                with contextlib.suppress(OSError):
-                    root.rmdir()  # only succeeds if nothing was installed
 
     def sweep(self) -> None:
         """Remove work folders and files an interrupted run left behind."""
@@ -249,6 +258,14 @@ class Store:
                     "Reinstall it from its bundle",
                 )
         return manifest
+
+
+def _same_folder(fd: int, root: Path) -> bool:
+    """Whether the locked descriptor is still the folder at ``root`` (not one removed or replaced meanwhile)."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(root))
+    except OSError:
+        return False
 
 
 def current_dir(root: Path) -> Path:

@@ -235,6 +235,42 @@ def test_busy_store_is_refused(kit: ModuleType, tmp_path: Path, keys: Keys, bund
     assert _state(store)["current"]["version"] == "1.0.0"
 
 
+def test_a_busy_fresh_store_is_not_removed_under_its_holder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reproduced race: two updaters find no store; the loser of the lock removed the folder the winner held."""
+    from edgekit.errors import InputError
+
+    store = tmp_path / "store"
+    real_exists = Path.exists
+    with Store.locked(store):  # the winner: created the store and holds it
+        # The loser looked before the winner created the folder.
+        monkeypatch.setattr(Path, "exists", lambda self: False if self == store else real_exists(self))
+        with pytest.raises(InputError, match="busy"):
+            with Store.locked(store):
+                pytest.fail("two holders of one store")
+        monkeypatch.undo()
+        assert store.is_dir()  # still there for the holder
+    assert not store.exists()  # the holder installed nothing, so it removed its own empty store
+
+
+def test_a_lock_taken_on_a_folder_removed_meanwhile_is_let_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other interleaving: opened before the holder removed it, locked after; the path is a new folder now."""
+    from edgekit.errors import InputError
+
+    store = tmp_path / "store"
+    store.mkdir()
+    real = fcntl.flock
+
+    def removed_and_recreated_before_the_lock(fd: int, operation: int) -> None:
+        store.rmdir()
+        store.mkdir()  # another updater's fresh store at the same path
+        real(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", removed_and_recreated_before_the_lock)
+    with pytest.raises(InputError, match="busy"):
+        with Store.locked(store):
+            pytest.fail("two holders of one store")
+
+
 def test_min_app_version_is_enforced(kit: ModuleType, tmp_path: Path, keys: Keys) -> None:
     build = kit.make_build(tmp_path / "build")
     made = kit.run("bundle", build, "--key", keys.private, "--version", "1.0.0", "-o", tmp_path / "out",
