@@ -70,7 +70,8 @@ def _prepare_world(world: Path) -> None:
 def _earlier_install(world: Path) -> None:
     """A store that already runs 0.9.0, so the block's rollback has a version to go back to."""
     _edgekit(world, "edgekit bundle out/ --key keys/edgekit.key --version 0.9.0 -o older/ -t raspberry-pi-4")
-    _edgekit(world, f"edgekit install older/model-0.9.0-raspberry-pi-4.tar.gz --key keys/edgekit.pub --into {STORE}")
+    _edgekit(world, f"edgekit install older/model-0.9.0-raspberry-pi-4.tar.gz --key keys/edgekit.pub --into {STORE} "
+                    "-t raspberry-pi-4")
 
 
 def _second_device_report(world: Path) -> None:

@@ -250,6 +250,11 @@ def verify(bundle_path: Path, key_path: Path, store: Path | None, app_version: s
 @click.option("--force", is_flag=True,
               help="Install even if the rollout leaves this device out or the version was rolled back here.")
 @click.option("--app-version", metavar="VERSION", help="This app's version, checked against the release's minimum.")
+@click.option("--target", "-t", "target", envvar="EDGEKIT_TARGET", metavar="NAME",
+              help="This device's target profile; recorded at the first install, checked against every bundle "
+                   "[env EDGEKIT_TARGET].")
+@click.option("--channel", envvar="EDGEKIT_CHANNEL", metavar="NAME",
+              help="This device's release channel (default at the first install: stable) [env EDGEKIT_CHANNEL].")
 @click.option("--no-runtime-check", is_flag=True,
               help="Install although no artifact can run in this machine's runtimes (a store for another machine).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -261,13 +266,17 @@ def install(
     device_id: str | None,
     force: bool,
     app_version: str | None,
+    target: str | None,
+    channel: str | None,
     no_runtime_check: bool,
     as_json: bool,
 ) -> None:
     """Verify a bundle, then make it the store's current version atomically.
 
-    Refused unless some artifact can run in the runtimes installed here (the
-    minimum versions the manifest records). The replaced version is kept for
+    Refused when the bundle was made for another target or channel than the
+    store's device (named by --target / --channel at the first install), and
+    unless some artifact can run in the runtimes installed here (the minimum
+    versions the manifest records). The replaced version is kept for
     edgekit rollback. Every install appends a line to the store's install.log.
     """
     from edgekit.release import rollout
@@ -284,6 +293,8 @@ def install(
         device_id=rollout.device_id(device_id),
         app_version=app_version,
         runtime_check=not no_runtime_check,
+        target=target,
+        channel=channel,
     )
     messages = {
         "installed": f"installed {result.model} {result.version} into {into}"

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgekit.artifact import sha256_file
 from edgekit.errors import InputError, SecurityError
-from edgekit.release import rollout
+from edgekit.release import device, rollout
 from edgekit.release.archive import open_bundle
 from edgekit.release.manifest import MANIFEST_NAME, canonical_bytes
 from edgekit.release.runtimes import RuntimeFit, check_runtimes
@@ -304,10 +304,14 @@ def install_bundle(
     device_id: str | None = None,
     app_version: str | None = None,
     runtime_check: bool = True,
+    target: str | None = None,
+    channel: str | None = None,
 ) -> InstallResult:
     """Verify ``bundle`` and make it the store's current version; keep the one it replaces.
 
-    Steps: lock; verify signature, schema, expiry and version; check that
+    Steps: lock; verify signature, schema, expiry and version; check the
+    bundle's target and channel against the store's device identity (``target``
+    and ``channel`` name it at the first install, see ``device``); check that
     some artifact can run in this device's runtimes (``runtime_check``); decide the
     rollout; extract into ``.staging-*`` while checking every file; rename
     that into ``versions/``; switch ``state.json``; log; remove versions that
@@ -320,6 +324,8 @@ def install_bundle(
             manifest_bytes, signature = reader.read_head()
             manifest, _key = check_manifest(manifest_bytes, signature, public_key, app_version=app_version)
             model, release = manifest["model"]["name"], manifest["release"]
+            identity = device.resolve(_store_identity(store, state), target, channel, root)
+            device.check_release(identity, release)
             fits = tuple(check_runtimes(manifest)) if runtime_check else ()
             version_text = release["version"]
             if state is not None and state["model"] != model:
@@ -338,8 +344,8 @@ def install_bundle(
             bundle_sha = _stage_version(store, state, reader, manifest, manifest_bytes, signature)
         record = _record(version_text, manifest_bytes, bundle_sha)
         blocked = [v for v in (state or {}).get("rolled_back", []) if v != version_text]  # a forced install unblocks
-        store.write_state({"schema": STATE_VERSION, "model": model, "current": record, "previous": current,
-                           **({"rolled_back": blocked} if blocked else {})})
+        store.write_state({"schema": STATE_VERSION, "model": model, "device": identity.as_dict(), "current": record,
+                           "previous": current, **({"rolled_back": blocked} if blocked else {})})
         downgrade = bool(current) and parse_semver(version_text) < parse_semver(current["version"])
         store.log({"event": "install", "time": record["installed_at"], "model": model, "version": version_text,
                    "sha256": bundle_sha, "manifest_sha256": record["manifest_sha256"],
@@ -350,6 +356,11 @@ def install_bundle(
         bucket = rollout.bucket(model, version_text, device_id) if device_id is not None else None
         return InstallResult("installed", previous=current["version"] if current else None, bucket=bucket,
                              sha256=bundle_sha, path=store.version_dir(version_text), **base)
+
+
+def _store_identity(store: Store, state: dict[str, Any] | None) -> device.DeviceIdentity | None:
+    current = state["current"]["version"] if state else None
+    return device.recorded(state, store.version_dir(current) / MANIFEST_NAME if current else None)
 
 
 def _unchanged_or_refused(

@@ -50,7 +50,9 @@ class Outcome:
 def run(*args: object, env: dict[str, str | None] | None = None, input: str | None = None) -> Outcome:
     """Run ``edgekit ARGS`` through edgekit.cli.main (so errors map to exit codes) inside CliRunner's isolation."""
     runner = CliRunner()
-    base: dict[str, str | None] = {"SOURCE_DATE_EPOCH": str(EPOCH), "EDGEKIT_DEVICE_ID": None}
+    # The simulated device is a Raspberry Pi 4 on the stable channel, the target of the test bundles.
+    base: dict[str, str | None] = {"SOURCE_DATE_EPOCH": str(EPOCH), "EDGEKIT_DEVICE_ID": None,
+                                   "EDGEKIT_TARGET": "raspberry-pi-4", "EDGEKIT_CHANNEL": None}
     with runner.isolation(input=input, env={**base, **(env or {})}) as (out, err, _):
         try:
             main([str(a) for a in args])

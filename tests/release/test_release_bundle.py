@@ -118,7 +118,7 @@ def test_mlpackage_folder_survives_bundle_and_install(kit: ModuleType, tmp_path:
     verified = kit.run("verify", bundle, "--key", keys.public, "--json")
     assert verified.exit_code == 0 and verified.json()["ok"] is True
     store = tmp_path / "store"
-    assert kit.run("install", bundle, "--into", store, "--key", keys.public).exit_code == 0
+    assert kit.run("install", bundle, "--into", store, "--key", keys.public, "-t", "iphone-ios17").exit_code == 0
     package = "iphone-ios17/digits-cnn.fp16.mlpackage"
     assert sha256_file(current_dir(store) / package) == sha256_file(build / package)
 

@@ -69,7 +69,8 @@ def test_verify_install_rollback_never_import_torch(
     store = tmp_path / "store"
     runs = [
         _device_run("verify", bundles["1.0.0"], "--key", keys.public),
-        _device_run("install", bundles["1.0.0"], "--into", store, "--key", keys.public, "--device-id", "pi-7"),
+        _device_run("install", bundles["1.0.0"], "--into", store, "--key", keys.public, "--device-id", "pi-7",
+                    "--target", "raspberry-pi-4"),
         _device_run("install", bundles["1.1.0"], "--into", store, "--key", keys.public, "--device-id", "pi-7"),
         _device_run("rollback", "--into", store),
     ]

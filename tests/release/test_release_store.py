@@ -334,7 +334,8 @@ def test_partial_rollout_needs_a_device_id(kit: ModuleType, tmp_path: Path, keys
                    "--target", "raspberry-pi-4", "--rollout", "50", "--json")  # fmt: skip
     bundle = Path(made.json()["bundles"][0]["path"])
     with pytest.raises(InputError, match="has no id"):
-        install_bundle(bundle, tmp_path / "store", load_public_key(keys.public), device_id=None)
+        install_bundle(bundle, tmp_path / "store", load_public_key(keys.public), device_id=None,
+                       target="raspberry-pi-4")
     assert not (tmp_path / "store").exists()
     assert rollout.device_id(None, machine_id_file=tmp_path / "missing") is None
     (tmp_path / "machine-id").write_text("abc123\n")
@@ -391,11 +392,12 @@ def test_power_cut_during_install_leaves_old_or_new(
     while True:
         store = tmp_path / f"store-{step}"
         assert _install(kit, bundles["1.0.0"], store, keys).exit_code == 0
-        code = _cut_power_at(step, lambda store=store: install_bundle(bundles["1.1.0"], store, public, device_id="d"))
+        code = _cut_power_at(step, lambda store=store: install_bundle(bundles["1.1.0"], store, public, device_id="d",
+                                                                      target="raspberry-pi-4"))
         assert code in (0, 17)
         seen.add(_assert_whole(store, {"1.0.0", "1.1.0"}))
         # The next run cleans up and finishes the job.
-        install_bundle(bundles["1.1.0"], store, public, device_id="d")
+        install_bundle(bundles["1.1.0"], store, public, device_id="d", target="raspberry-pi-4")
         assert _state(store)["current"]["version"] == "1.1.0"
         assert not [p for p in store.iterdir() if p.name.startswith(".")], "leftovers were swept"
         if code == 0:
