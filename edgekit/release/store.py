@@ -322,7 +322,8 @@ def install_bundle(
         current = state["current"] if state else None
         with open_bundle(bundle) as reader:
             manifest_bytes, signature = reader.read_head()
-            manifest, _key = check_manifest(manifest_bytes, signature, public_key, app_version=app_version)
+            manifest, key_id = check_manifest(manifest_bytes, signature, public_key, app_version=app_version,
+                                          app_version_required=True)
             model, release = manifest["model"]["name"], manifest["release"]
             identity = device.resolve(_store_identity(store, state), target, channel, root)
             device.check_release(identity, release)
@@ -342,16 +343,17 @@ def install_bundle(
             if early is not None:
                 return early
             bundle_sha = _stage_version(store, state, reader, manifest, manifest_bytes, signature)
-        record = _record(version_text, manifest_bytes, bundle_sha)
+        record = {**_record(version_text, manifest_bytes, bundle_sha), "key_id": key_id}
         blocked = [v for v in (state or {}).get("rolled_back", []) if v != version_text]  # a forced install unblocks
         store.write_state({"schema": STATE_VERSION, "model": model, "device": identity.as_dict(), "current": record,
                            "previous": current, **({"rolled_back": blocked} if blocked else {})})
         downgrade = bool(current) and parse_semver(version_text) < parse_semver(current["version"])
         store.log({"event": "install", "time": record["installed_at"], "model": model, "version": version_text,
-                   "sha256": bundle_sha, "manifest_sha256": record["manifest_sha256"],
+                   "sha256": bundle_sha, "manifest_sha256": record["manifest_sha256"], "key_id": key_id,
                    "previous": current["version"] if current else None, "device_id": device_id,
                    "channel": release["channel"], "target": release["target"], "forced": force,
-                   "downgrade": downgrade, "runtimes": {f.path: f.status for f in fits} if runtime_check else "not checked"})
+                   "downgrade": downgrade,
+                   "runtimes": {f.path: f.status for f in fits} if runtime_check else "not checked"})
         store.prune({version_text} | ({current["version"]} if current else set()))
         bucket = rollout.bucket(model, version_text, device_id) if device_id is not None else None
         return InstallResult("installed", previous=current["version"] if current else None, bucket=bucket,

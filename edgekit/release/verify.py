@@ -122,6 +122,7 @@ def check_manifest(
     installed: Version | None = None,
     allow_downgrade: bool = False,
     app_version: str | None = None,
+    app_version_required: bool = False,
 ) -> tuple[dict[str, Any], str]:
     """Check a bundle's manifest and signature; return the manifest and the signing key's id.
 
@@ -129,7 +130,8 @@ def check_manifest(
     another key, a changed manifest, a non-canonical manifest, one that fails
     the schema (InputError), an expired one, one issued for a version lower
     than ``installed`` (unless ``allow_downgrade``), and one that needs a newer
-    app than ``app_version``.
+    app than ``app_version`` (or, with ``app_version_required``, states a
+    minimum app version when ``app_version`` is not given: fails closed).
     """
     if signature is None:
         raise SecurityError("the bundle is not signed (it has no manifest.sig)", _REFUSE)
@@ -150,6 +152,12 @@ def check_manifest(
         raise SecurityError(
             f"bundle version {version} is lower than the installed version {installed} (a downgrade)",
             "Refuse it; if this rollback is intended, pass --allow-downgrade",
+        )
+    if app_version is None and app_version_required and release["min_app_version"] is not None:
+        raise InputError(
+            f"the release needs app version {release['min_app_version']} or later, and this install does not say "
+            "which app version loads the model",
+            "Pass --app-version VERSION (the version of the app on this device)",
         )
     if app_version is not None and release["min_app_version"] is not None:
         if parse_loose(app_version, "--app-version") < parse_loose(release["min_app_version"]):

@@ -42,6 +42,10 @@ def test_a_bundle_for_another_target_is_refused_and_the_right_one_still_installs
     assert _install(kit, pi, store, keys, "--target", "raspberry-pi-4").exit_code == 0
     state = json.loads((store / "state.json").read_text())
     assert state["device"] == {"target": "raspberry-pi-4", "channel": "stable"}
+    # Which key signed what is on record, for the day a key is rotated or revoked.
+    signer = kit.run("verify", pi, "--key", keys.public, "--json").json()["key_id"]
+    log = [json.loads(line) for line in (store / "install.log").read_text().splitlines()]
+    assert log[-1]["key_id"] == state["current"]["key_id"] == signer
     # Later installs need no flag: the store remembers; a wrong bundle is still refused.
     assert _install(kit, phone, store, keys, env={"EDGEKIT_TARGET": None}).exit_code == 2
 

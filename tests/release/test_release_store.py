@@ -280,6 +280,9 @@ def test_min_app_version_is_enforced(kit: ModuleType, tmp_path: Path, keys: Keys
     old_app = _install(kit, bundle, store, keys, "--app-version", "2.2.9")
     assert old_app.exit_code == 2 and "needs app version 2.3" in old_app.stderr
     assert not store.exists()
+    unsaid = _install(kit, bundle, store, keys)  # fails closed: an app of unknown version may be too old
+    assert unsaid.exit_code == 2 and "does not say which app version" in unsaid.stderr
+    assert not store.exists()
     assert _install(kit, bundle, store, keys, "--app-version", "2.3").exit_code == 0
 
 
