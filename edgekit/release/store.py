@@ -47,7 +47,7 @@ from edgekit.release.schema import validate_manifest
 from edgekit.release.signing import SIGNATURE_NAME
 from edgekit.release.timestamps import format_utc
 from edgekit.release.verify import check_artifacts, check_manifest, file_entries, parse_signed_manifest
-from edgekit.release.version import Version, parse_semver
+from edgekit.release.version import Version, is_semver, parse_semver
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -126,9 +126,10 @@ class Store:
             raise InputError(
                 f"store state {path} is unreadable ({exc})", "Restore it or reinstall into a new store"
             ) from None
-        if not isinstance(state, dict) or not isinstance(state.get("current"), dict) or "model" not in state:
+        problem = _state_problem(state)
+        if problem:
             raise InputError(
-                f"store state {path} is not an edgekit store state", "Restore it or reinstall into a new store"
+                f"store state {path} is not an edgekit store state ({problem})", "Restore it or reinstall into a new store"
             )
         return state
 
@@ -258,6 +259,32 @@ class Store:
                     "Reinstall it from its bundle",
                 )
         return manifest
+
+
+_RECORD_KEYS = ("version", "manifest_sha256", "sha256", "installed_at")
+
+
+def _state_problem(state: Any) -> str | None:
+    """What is wrong with a parsed state.json, or None: every key install and rollback read, with its type."""
+    if not isinstance(state, dict):
+        return "not a JSON object"
+    if not isinstance(state.get("model"), str):
+        return "no model name"
+    for slot in ("current", "previous"):
+        record = state.get(slot)
+        if record is None and slot == "previous":
+            continue
+        if not isinstance(record, dict):
+            return f"no {slot} version record"
+        missing = [key for key in _RECORD_KEYS if not isinstance(record.get(key), str)]
+        if missing:
+            return f"the {slot} record lacks {', '.join(missing)}"
+        if not is_semver(record["version"]):
+            return f"the {slot} version {record['version']!r} is not a version"
+    rolled_back = state.get("rolled_back", [])
+    if not isinstance(rolled_back, list) or not all(isinstance(v, str) for v in rolled_back):
+        return "rolled_back is not a list of versions"
+    return None
 
 
 def _same_folder(fd: int, root: Path) -> bool:

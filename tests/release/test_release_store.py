@@ -271,6 +271,30 @@ def test_a_lock_taken_on_a_folder_removed_meanwhile_is_let_go(tmp_path: Path, mo
             pytest.fail("two holders of one store")
 
 
+@pytest.mark.parametrize(("damage", "said"), [
+    (lambda state: state["current"].pop("manifest_sha256"), "the current record lacks manifest_sha256"),
+    (lambda state: state.pop("model"), "no model name"),
+    (lambda state: state.update(current={}), "the current record lacks version"),
+    (lambda state: state.update(previous=5), "no previous version record"),
+    (lambda state: state["current"].update(version="latest"), "'latest' is not a version"),
+    (lambda state: state.update(rolled_back="1.0.0"), "rolled_back is not a list"),
+])
+def test_a_damaged_state_file_is_a_clean_refusal(kit: ModuleType, tmp_path: Path, keys: Keys,
+                                                 bundles: dict[str, Path], damage: Any, said: str) -> None:
+    """A state.json missing keys crashed install and rollback with exit 3; it is named and refused with exit 2."""
+    store = tmp_path / "store"
+    _install(kit, bundles["1.0.0"], store, keys)
+    _install(kit, bundles["1.1.0"], store, keys)
+    state = _state(store)
+    damage(state)
+    (store / "state.json").write_text(json.dumps(state))
+    before = kit.snapshot(store)
+    for outcome in (_install(kit, bundles["1.2.0"], store, keys), kit.run("rollback", "--into", store)):
+        assert outcome.exit_code == 2, outcome.stderr
+        assert "is not an edgekit store state" in outcome.stderr and said in outcome.stderr
+    assert kit.snapshot(store) == before
+
+
 def test_min_app_version_is_enforced(kit: ModuleType, tmp_path: Path, keys: Keys) -> None:
     build = kit.make_build(tmp_path / "build")
     made = kit.run("bundle", build, "--key", keys.private, "--version", "1.0.0", "-o", tmp_path / "out",
