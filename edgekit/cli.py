@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import click
 
 from edgekit import __version__
-from edgekit.errors import EXIT_BAD_INPUT, EXIT_BUDGET_FAILED, EXIT_INTERNAL, EdgekitError
+from edgekit.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, BudgetError, EdgekitError
 
 # Order here is the order in `edgekit --help`.
 COMMAND_MODULES = (
@@ -71,10 +71,10 @@ _register()
 def _error(message: str, code: int, as_json: bool = False) -> None:
     """One ``error:`` line on stderr; with --json also ``{"ok": false, ...}`` on stdout, so a script sees it.
 
-    Budget failures (exit 1) are left out: their command has already printed its JSON report.
+    Callers leave ``as_json`` off for budget failures: their command has already printed its JSON report.
     """
     click.echo(f"error: {message}", err=True)
-    if as_json and code != EXIT_BUDGET_FAILED:
+    if as_json:
         click.echo(json.dumps({"ok": False, "exit_code": code, "error": message}))
 
 
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> Any:
     try:
         return cli.main(args=args, prog_name="edgekit", standalone_mode=False)
     except EdgekitError as exc:
-        _error(exc.message, exc.exit_code, as_json)
+        _error(exc.message, exc.exit_code, as_json and not isinstance(exc, BudgetError))
         if debug:
             raise
         sys.exit(exc.exit_code)

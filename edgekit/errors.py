@@ -82,6 +82,12 @@ class BudgetError(EdgekitError):
     exit_code = EXIT_BUDGET_FAILED
 
 
+class HealthCheckError(EdgekitError):
+    """A release installed, failed the device's health check and was rolled back."""
+
+    exit_code = EXIT_BUDGET_FAILED
+
+
 class InternalError(EdgekitError):
     """A failure that is not the user's: a bug in edgekit or a crashed converter."""
 

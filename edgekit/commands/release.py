@@ -255,6 +255,10 @@ def verify(bundle_path: Path, key_path: Path, store: Path | None, app_version: s
                    "[env EDGEKIT_TARGET].")
 @click.option("--channel", envvar="EDGEKIT_CHANNEL", metavar="NAME",
               help="This device's release channel (default at the first install: stable) [env EDGEKIT_CHANNEL].")
+@click.option("--health-check", "health_check", metavar="CMD",
+              help="Run CMD on the new version (EDGEKIT_MODEL_DIR, EDGEKIT_MODEL_VERSION set); roll back if it fails.")
+@click.option("--health-timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True, metavar="SECONDS",
+              help="How long the health check may run before it counts as failed.")
 @click.option("--no-runtime-check", is_flag=True,
               help="Install although no artifact can run in this machine's runtimes (a store for another machine).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -268,6 +272,8 @@ def install(
     app_version: str | None,
     target: str | None,
     channel: str | None,
+    health_check: str | None,
+    health_timeout: float,
     no_runtime_check: bool,
     as_json: bool,
 ) -> None:
@@ -277,12 +283,16 @@ def install(
     store's device (named by --target / --channel at the first install), and
     unless some artifact can run in the runtimes installed here (the minimum
     versions the manifest records). The replaced version is kept for
-    edgekit rollback. Every install appends a line to the store's install.log.
+    edgekit rollback. With --health-check, the new version must pass the
+    device's own check or the store rolls back (exit 1). Every install
+    appends a line to the store's install.log.
     """
     from edgekit.release import rollout
+    from edgekit.release.health import parse_command
     from edgekit.release.signing import load_public_key
     from edgekit.release.store import install_bundle
 
+    command = parse_command(health_check) if health_check is not None else None
     public_key = load_public_key(key_path)
     result = install_bundle(
         bundle_path,
@@ -308,7 +318,30 @@ def install(
     lines = [messages[result.status]]
     if result.status in ("installed", "unchanged"):
         lines += [f"  {fit.describe()}" for fit in result.runtimes]
-    _emit(as_json, result.as_dict(), lines)
+    document = result.as_dict()
+    if command is not None and result.status == "installed":
+        document["health_check"] = _commit_or_revert(command, health_timeout, result, into)
+        lines.append(f"health check passed ({document['health_check']['reason']})")
+    _emit(as_json, document, lines)
+
+
+def _commit_or_revert(command: list[str], timeout_s: float, result: Any, into: Path) -> dict[str, Any]:
+    """Run the health check on the version just installed; on failure roll back and raise HealthCheckError."""
+    from edgekit.errors import HealthCheckError
+    from edgekit.release.health import run_health_check
+    from edgekit.release.store import revert_install
+
+    health = run_health_check(command, result.path, result.version, timeout_s)
+    if health.passed:
+        return health.as_dict()
+    now = revert_install(into, result.version, result.device_id, health.as_dict())
+    back = f"rolled back to {now}" if now else "removed it (the store had no earlier version)"
+    output = f"; its output ends: {health.output.strip()[-300:]}" if health.output.strip() else ""
+    blocked = (f"{result.version} is blocked on this device (--force installs it again); " if now else "")
+    raise HealthCheckError(
+        f"{result.model} {result.version} failed its health check ({health.reason}); {back}{output}",
+        f"{blocked}fix the release and ship it as a new version",
+    )
 
 
 @click.command()

@@ -561,3 +561,33 @@ def rollback(root: Path, device_id: str | None = None) -> RollbackResult:
         return RollbackResult(
             state["model"], previous["version"], current["version"], rollback_to, store.version_dir(previous["version"])
         )
+
+
+def revert_install(root: Path, version: str, device_id: str | None, why: dict[str, Any]) -> str | None:
+    """Undo the install of ``version`` after it failed its health check; the version now current, or None.
+
+    With a kept previous version, switch back to it (rechecked first) and
+    block ``version`` on this device, as ``rollback`` does; after a first
+    install, remove the version and the state so the store is empty again.
+    ``why`` (the health check's record) goes into the install log.
+    """
+    with Store.locked(root) as store:
+        state = store.state()
+        if state is None or state["current"]["version"] != version:
+            raise InputError(f"store {root} no longer has {version} current (another install ran meanwhile)",
+                             "Check the store with edgekit verify --store, then roll back by hand if needed")
+        previous = state.get("previous")
+        entry = {"event": "health-check-failed", "time": _now(), "model": state["model"], "version": version,
+                 "device_id": device_id, "health_check": why}
+        if previous is None:
+            (store.root / STATE_NAME).unlink()
+            _fsync_dir(store.root)
+            store.remove_version(version)
+            store.log({**entry, "now": None})
+            return None
+        store.check_version_intact(previous["version"])
+        blocked = sorted({*state.get("rolled_back", []), version} - {previous["version"]})
+        store.write_state({**state, "current": previous, "previous": None, "rolled_back": blocked})
+        store.remove_version(version)
+        store.log({**entry, "now": previous["version"]})
+        return str(previous["version"])
