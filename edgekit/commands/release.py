@@ -130,6 +130,8 @@ def keygen(output: Path, name: str, encrypt: bool, passphrase_env: str | None, f
 @click.option("--all-in-one", is_flag=True, help="Also write one bundle holding every selected target.")
 @click.option("--allow-failed", is_flag=True, help="Bundle artifacts that failed their budgets (the manifest says so).")
 @click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
+@click.option("--cert", "cert_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The --key's certificate from edgekit certify, for devices that trust the root key.")
 @click.option("--force", is_flag=True,
               help="Replace bundle files of this version that exist with other bytes (releases are immutable otherwise).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -147,6 +149,7 @@ def bundle(
     all_in_one: bool,
     allow_failed: bool,
     passphrase_env: str | None,
+    cert_path: Path | None,
     force: bool,
     as_json: bool,
 ) -> None:
@@ -156,7 +159,7 @@ def bundle(
     same bytes (it also sets issued-at; otherwise issued-at is now).
     """
     from edgekit.release.bundle import ReleaseOptions, bundle_build
-    from edgekit.release.signing import load_private_key, private_key_is_encrypted
+    from edgekit.release.signing import load_certificate, load_private_key, private_key_is_encrypted
     from edgekit.release.timestamps import release_epoch
 
     options = ReleaseOptions(
@@ -173,8 +176,9 @@ def bundle(
     if passphrase is None and private_key_is_encrypted(key_path) and sys.stdin.isatty():
         passphrase = click.prompt("Passphrase", hide_input=True).encode("utf-8")
     private_key = load_private_key(key_path, passphrase)
+    certificate = load_certificate(cert_path) if cert_path is not None else None
     results = bundle_build(build_dir, private_key, options, output, list(targets), all_in_one, allow_failed,
-                           replace=force)
+                           replace=force, certificate=certificate)
     _emit(
         as_json,
         {"bundles": [r.as_dict() for r in results]},
@@ -189,10 +193,11 @@ def bundle(
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(path_type=Path))
 @click.option(
     "--key",
-    "key_path",
+    "key_paths",
     required=True,
+    multiple=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Trusted public key (.pub).",
+    help="Trusted public key (.pub): a release key, or a root key that certifies release keys (repeatable).",
 )
 @click.option(
     "--store",
@@ -204,7 +209,7 @@ def bundle(
 @click.option("--allow-downgrade", is_flag=True,
               help="Accept a version lower than the one installed in --store (an intended rollback).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def verify(bundle_path: Path, key_path: Path, store: Path | None, app_version: str | None, allow_downgrade: bool,
+def verify(bundle_path: Path, key_paths: tuple[Path, ...], store: Path | None, app_version: str | None, allow_downgrade: bool,
            as_json: bool) -> None:
     """Check a bundle: signature, schema, every file's hash and size, expiry, version.
 
@@ -214,7 +219,7 @@ def verify(bundle_path: Path, key_path: Path, store: Path | None, app_version: s
     from edgekit.release.store import Store
     from edgekit.release.verify import verify_bundle
 
-    public_key = load_public_key(key_path)
+    public_key = [load_public_key(path) for path in key_paths]
     installed = Store(store).installed_version() if store is not None else None
     with tempfile.TemporaryDirectory(prefix="edgekit-verify-") as scratch:
         verified = verify_bundle(bundle_path, public_key, Path(scratch), installed=installed, app_version=app_version,
@@ -238,10 +243,11 @@ def verify(bundle_path: Path, key_path: Path, store: Path | None, app_version: s
 )
 @click.option(
     "--key",
-    "key_path",
+    "key_paths",
     required=True,
+    multiple=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Trusted public key (.pub).",
+    help="Trusted public key (.pub): a release key, or a root key that certifies release keys (repeatable).",
 )
 @click.option(
     "--allow-downgrade", is_flag=True, help="Install even if the bundle's version is lower than the installed one."
@@ -265,7 +271,7 @@ def verify(bundle_path: Path, key_path: Path, store: Path | None, app_version: s
 def install(
     bundle_path: Path,
     into: Path,
-    key_path: Path,
+    key_paths: tuple[Path, ...],
     allow_downgrade: bool,
     device_id: str | None,
     force: bool,
@@ -293,7 +299,7 @@ def install(
     from edgekit.release.store import install_bundle
 
     command = parse_command(health_check) if health_check is not None else None
-    public_key = load_public_key(key_path)
+    public_key = [load_public_key(path) for path in key_paths]
     result = install_bundle(
         bundle_path,
         into,
@@ -363,4 +369,37 @@ def rollback(into: Path, device_id: str | None, as_json: bool) -> None:
     )
 
 
-COMMANDS = [keygen, bundle, verify, install, rollback]
+@click.command()
+@click.argument("release_key", metavar="RELEASE.pub", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--root", "root_key", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The root private key devices trust (kept offline; it signs only certificates).")
+@click.option("--expires-in", type=click.IntRange(1, 3650), default=30, show_default=True, metavar="DAYS",
+              help="Days until devices stop accepting releases signed by this key.")
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Certificate file to write (give it to edgekit bundle --cert).")
+@click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def certify(release_key: Path, root_key: Path, expires_in: int, output: Path, passphrase_env: str | None,
+            as_json: bool) -> None:
+    """Certify a release key with the root key, so devices that trust the root accept its releases.
+
+    Rotating the release key is then a new key pair and a new certificate;
+    devices keep trusting the same root (edgekit verify/install --key ROOT.pub).
+    """
+    from edgekit.release.signing import certify as make_certificate
+    from edgekit.release.signing import load_private_key, load_public_key, private_key_is_encrypted, write_certificate
+    from edgekit.release.timestamps import release_epoch
+
+    passphrase = _passphrase_from_env(passphrase_env)
+    if passphrase is None and private_key_is_encrypted(root_key) and sys.stdin.isatty():
+        passphrase = click.prompt("Root key passphrase", hide_input=True).encode("utf-8")
+    root = load_private_key(root_key, passphrase)
+    issued = release_epoch()
+    certificate = make_certificate(root, load_public_key(release_key), issued, issued + expires_in * 86_400)
+    write_certificate(output, certificate)
+    _emit(as_json, {"certificate": str(output), **{k: v for k, v in certificate.items() if k != "sig"}},
+          [f"{output}: key {certificate['keyid'][:16]} certified by root {certificate['root_keyid'][:16]} "
+           f"until {certificate['expires_at']}"])
+
+
+COMMANDS = [keygen, certify, bundle, verify, install, rollback]

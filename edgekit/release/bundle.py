@@ -231,13 +231,14 @@ def bundle_name(model: str, version: str, target: str | None) -> str:
 
 
 def write_release_bundle(
-    manifest: dict[str, Any], sources: dict[str, Path], private_key: Ed25519PrivateKey, destination: Path, mtime: int
+    manifest: dict[str, Any], sources: dict[str, Path], private_key: Ed25519PrivateKey, destination: Path, mtime: int,
+    certificate: dict[str, str] | None = None,
 ) -> BundleResult:
-    """Sign ``manifest`` and write the bundle to ``destination`` atomically."""
+    """Sign ``manifest`` (embedding the key's ``certificate``, when given) and write the bundle atomically."""
     manifest_bytes = canonical_bytes(manifest)
     entries: list[tuple[str, bytes | Path]] = [
         (MANIFEST_NAME, manifest_bytes),
-        (SIGNATURE_NAME, sign(manifest_bytes, private_key)),
+        (SIGNATURE_NAME, sign(manifest_bytes, private_key, certificate)),
     ]
     entries += sorted(sources.items())
     try:
@@ -265,6 +266,7 @@ def bundle_build(
     all_in_one: bool = False,
     allow_failed: bool = False,
     replace: bool = False,
+    certificate: dict[str, str] | None = None,
 ) -> list[BundleResult]:
     """Write one bundle per selected target (plus one for all of them with ``all_in_one``).
 
@@ -287,7 +289,7 @@ def bundle_build(
             manifest, sources = release_manifest(build, build_dir, names, options, single)
             destination = out_dir / bundle_name(model, options.version, names[0] if single else None)
             staging = destination.with_name(f".{destination.name}.staged")
-            made = write_release_bundle(manifest, sources, private_key, staging, options.issued_at)
+            made = write_release_bundle(manifest, sources, private_key, staging, options.issued_at, certificate)
             staged.append((staging, dataclasses.replace(made, path=destination)))
         clashes = [r.path.name for _, r in staged if r.path.exists() and sha256_file(r.path) != r.sha256]
         if clashes and not replace:

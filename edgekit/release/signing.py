@@ -9,7 +9,21 @@ both keys. The signature file is canonical JSON::
 
 Ed25519 signatures are deterministic, which keeps bundles reproducible.
 The keyid in a signature file is a hint for error messages, never trusted:
-only the signature check against the key the caller supplies decides.
+only the signature check against the keys the caller trusts decides.
+
+Rotation without a flag-day (TUF's root role, simplified): devices may trust
+a *root* key that never signs releases. It certifies release keys with a
+short-lived certificate (``certify``), which ``sign`` embeds in the
+signature file as ``cert``::
+
+    {"type": "edgekit-key-certificate", "key": "<base64 raw public key>", "keyid": "<64 hex>",
+     "issued_at": "...Z", "expires_at": "...Z", "root_keyid": "<64 hex>", "sig": "<root signature>"}
+
+A signature verifies when its key is trusted directly, or when its
+certificate is signed by a trusted key and unexpired. A new release key
+needs only a new certificate; a compromised one stops verifying when its
+certificate expires (or at once on devices that drop trust in its root).
+Several trusted keys may be given during a transition.
 """
 
 from __future__ import annotations
@@ -22,7 +36,8 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Union
 
 from edgekit.errors import InputError, OutputError, SecurityError
 from edgekit.release.manifest import canonical_bytes
@@ -32,7 +47,11 @@ if TYPE_CHECKING:  # cryptography loads only when a key is used
 
 SIGNATURE_NAME = "manifest.sig"
 ALGORITHM = "ed25519"
+CERTIFICATE_TYPE = "edgekit-key-certificate"
 _MAX_KEY_FILE = 64 * 1024
+
+# One trusted key, or several (a root and a release key during a rotation, say).
+Trusted = Union["Ed25519PublicKey", Sequence["Ed25519PublicKey"]]
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:
@@ -169,49 +188,149 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     return key
 
 
-def sign(manifest_bytes: bytes, private_key: Ed25519PrivateKey) -> bytes:
-    """The signature file's bytes for ``manifest_bytes``."""
+def _raw_public(public_key: Ed25519PublicKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def certify(root: Ed25519PrivateKey, release: Ed25519PublicKey, issued_at: int, expires_at: int) -> dict[str, str]:
+    """A certificate, signed by ``root``, that ``release`` may sign releases from ``issued_at`` to ``expires_at``."""
+    from edgekit.release.timestamps import format_utc
+
+    if expires_at <= issued_at:
+        raise InputError("a key certificate must expire after it is issued", "Give a positive --expires-in")
+    body = {"type": CERTIFICATE_TYPE, "key": base64.b64encode(_raw_public(release)).decode("ascii"),
+            "keyid": key_id(release), "issued_at": format_utc(issued_at), "expires_at": format_utc(expires_at),
+            "root_keyid": key_id(root.public_key())}
+    return {**body, "sig": base64.b64encode(root.sign(canonical_bytes(body))).decode("ascii")}
+
+
+def load_certificate(path: Path) -> dict[str, str]:
+    """A key certificate written by ``edgekit certify`` (checked for shape; devices check its signature)."""
+    data = _read_key_file(path, "certificate")
+    try:
+        document = json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise InputError(f"{path} is not a key certificate (not JSON)", "Pass the .cert file edgekit certify wrote") from None
+    fields = ("type", "key", "keyid", "issued_at", "expires_at", "root_keyid", "sig")
+    if not isinstance(document, dict) or document.get("type") != CERTIFICATE_TYPE or \
+            not all(isinstance(document.get(k), str) for k in fields):
+        raise InputError(f"{path} is not an edgekit key certificate", "Pass the .cert file edgekit certify wrote")
+    return {k: document[k] for k in fields}
+
+
+def write_certificate(path: Path, certificate: dict[str, str]) -> None:
+    """Write ``certificate`` as canonical JSON, atomically."""
+    _write_key_file(path, canonical_bytes(certificate) + b"\n", 0o644)
+
+
+def sign(manifest_bytes: bytes, private_key: Ed25519PrivateKey, certificate: dict[str, str] | None = None) -> bytes:
+    """The signature file's bytes for ``manifest_bytes`` (with the signing key's certificate, when given)."""
+    if certificate is not None and certificate.get("keyid") != key_id(private_key.public_key()):
+        raise InputError("the certificate is for another key than the signing key",
+                         "Pass the certificate edgekit certify made for this --key")
     signature = private_key.sign(manifest_bytes)
     document = {
         "alg": ALGORITHM,
         "keyid": key_id(private_key.public_key()),
         "sig": base64.b64encode(signature).decode("ascii"),
+        **({"cert": certificate} if certificate is not None else {}),
     }
     return canonical_bytes(document)
 
 
-def verify_signature(manifest_bytes: bytes, signature_bytes: bytes, public_key: Ed25519PublicKey) -> str:
-    """Check ``signature_bytes`` over ``manifest_bytes`` with ``public_key``; return the key id.
+def _refused_signature(reason: str) -> SecurityError:
+    return SecurityError(f"the bundle's signature file is malformed ({reason})",
+                         "Refuse this bundle; ask the publisher for a bundle made with edgekit bundle")
 
-    Raises SecurityError for a malformed signature file, a signature made by
-    another key, or a manifest changed after signing.
-    """
-    from cryptography.exceptions import InvalidSignature
 
-    expected_id = key_id(public_key)
+def _parse_signature(signature_bytes: bytes) -> tuple[str, bytes, dict[str, Any] | None]:
+    """(claimed key id, raw signature, certificate or None) of a signature file."""
     try:
         document = json.loads(signature_bytes.decode("utf-8"))
         if not isinstance(document, dict) or document.get("alg") != ALGORITHM:
             raise ValueError("not an ed25519 signature document")
-        claimed_id = str(document.get("keyid", ""))
         raw = base64.b64decode(str(document["sig"]), validate=True)
         if len(raw) != 64:
             raise ValueError("an Ed25519 signature is 64 bytes")
+        certificate = document.get("cert")
+        if certificate is not None and not isinstance(certificate, dict):
+            raise ValueError("cert is not an object")
     except (ValueError, KeyError, UnicodeDecodeError, binascii.Error) as exc:
-        raise SecurityError(
-            f"the bundle's signature file is malformed ({exc})",
-            "Refuse this bundle; ask the publisher for a bundle made with edgekit bundle",
-        ) from None
+        raise _refused_signature(str(exc)) from None
+    return str(document.get("keyid", "")), raw, certificate
+
+
+def _certified_key(certificate: dict[str, Any], trusted: dict[str, Ed25519PublicKey], now: float) -> Ed25519PublicKey:
+    """The release key a certificate vouches for, once its root signature, type and dates check out."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from edgekit.release.timestamps import parse_utc
+
+    body = {k: v for k, v in certificate.items() if k != "sig"}
     try:
-        public_key.verify(raw, manifest_bytes)
-    except InvalidSignature:
-        if claimed_id != expected_id:
+        root = trusted.get(str(body["root_keyid"]))
+        if root is None:
             raise SecurityError(
-                f"the manifest is signed by key {claimed_id[:16]}, not by the trusted key {expected_id[:16]}",
-                "Refuse this bundle, or pass the right public key with --key",
-            ) from None
+                f"the signing key is certified by key {str(body['root_keyid'])[:16]}, which this device does not trust",
+                "Refuse this bundle, or pass the right root key with --key")
+        root.verify(base64.b64decode(str(certificate["sig"]), validate=True), canonical_bytes(body))
+        if body["type"] != CERTIFICATE_TYPE:
+            raise ValueError(f"certificate type {body['type']!r}")
+        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(str(body["key"]), validate=True))
+        issued, expires = parse_utc(str(body["issued_at"])), parse_utc(str(body["expires_at"]))
+    except InvalidSignature:
+        raise SecurityError("the signing key's certificate is not signed by the root key it names (it was changed)",
+                            "Refuse this bundle; only the root key can certify release keys") from None
+    except (ValueError, KeyError, TypeError, binascii.Error, InputError) as exc:
+        raise _refused_signature(f"bad key certificate: {exc}") from None
+    if key_id(key) != body["keyid"]:
+        raise _refused_signature("the certificate's keyid is not its key's")
+    if not issued <= now < expires:
+        raise SecurityError(
+            f"the signing key's certificate is valid from {body['issued_at']} to {body['expires_at']}, not now",
+            "Refuse this bundle; the publisher must certify its release key again (edgekit certify)")
+    return key
+
+
+def verify_signature(manifest_bytes: bytes, signature_bytes: bytes, trusted: Trusted, now: float | None = None) -> str:
+    """Check ``signature_bytes`` over ``manifest_bytes``; return the id of the key that made it.
+
+    The key must be one of ``trusted``, or be certified by one of them (an
+    unexpired certificate in the signature file). Raises SecurityError for a
+    malformed signature file, an untrusted or uncertified key, an expired or
+    forged certificate, and a manifest changed after signing.
+    """
+    import time
+
+    from cryptography.exceptions import InvalidSignature
+
+    keys = [trusted] if not isinstance(trusted, Sequence) else list(trusted)
+    by_id = {key_id(k): k for k in keys}
+    claimed_id, raw, certificate = _parse_signature(signature_bytes)
+    if claimed_id in by_id:
+        key = by_id[claimed_id]
+    elif certificate is not None:
+        key = _certified_key(certificate, by_id, time.time() if now is None else now)
+        if key_id(key) != claimed_id:
+            raise _refused_signature("the certificate is for another key than the signature's")
+    else:  # the keyid is only a hint: a trusted key whose signature checks out is accepted whatever it claims
+        for candidate_id, candidate in by_id.items():
+            try:
+                candidate.verify(raw, manifest_bytes)
+                return candidate_id
+            except InvalidSignature:
+                continue
+        names = ", ".join(k[:16] for k in by_id)
+        raise SecurityError(f"the manifest is signed by key {claimed_id[:16]}, not by the trusted key {names}",
+                            "Refuse this bundle, or pass the right public key with --key")
+    try:
+        key.verify(raw, manifest_bytes)
+    except InvalidSignature:
         raise SecurityError(
             "the manifest's signature does not match its contents (the manifest was changed after signing)",
             "Refuse this bundle and fetch it again from the publisher",
         ) from None
-    return expected_id
+    return key_id(key)

@@ -35,7 +35,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edgekit.artifact import sha256_file
 from edgekit.errors import InputError, SecurityError
@@ -44,13 +44,10 @@ from edgekit.release.archive import open_bundle
 from edgekit.release.manifest import MANIFEST_NAME, canonical_bytes
 from edgekit.release.runtimes import RuntimeFit, check_runtimes
 from edgekit.release.schema import validate_manifest
-from edgekit.release.signing import SIGNATURE_NAME
+from edgekit.release.signing import SIGNATURE_NAME, Trusted
 from edgekit.release.timestamps import format_utc
 from edgekit.release.verify import check_artifacts, check_manifest, file_entries, parse_signed_manifest
 from edgekit.release.version import Version, is_semver, parse_semver
-
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 STATE_NAME = "state.json"
 LOG_NAME = "install.log"
@@ -324,7 +321,7 @@ def sha256_bytes(data: bytes) -> str:
 def install_bundle(
     bundle: Path,
     root: Path,
-    public_key: Ed25519PublicKey,
+    public_key: Trusted,
     *,
     allow_downgrade: bool = False,
     force: bool = False,

@@ -15,19 +15,16 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edgekit.artifact import sha256_file, size_bytes
 from edgekit.errors import InputError, SecurityError
 from edgekit.release.archive import FileEntry, open_bundle
 from edgekit.release.manifest import canonical_bytes
 from edgekit.release.schema import validate_manifest
-from edgekit.release.signing import verify_signature
+from edgekit.release.signing import Trusted, verify_signature
 from edgekit.release.timestamps import parse_utc
 from edgekit.release.version import Version, parse_loose, parse_semver
-
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 _REFUSE = "Refuse this bundle and ask the publisher for a new one"
 
@@ -116,7 +113,7 @@ def parse_signed_manifest(manifest_bytes: bytes) -> dict[str, Any]:
 def check_manifest(
     manifest_bytes: bytes,
     signature: bytes | None,
-    public_key: Ed25519PublicKey,
+    public_key: Trusted,
     *,
     now: float | None = None,
     installed: Version | None = None,
@@ -135,7 +132,7 @@ def check_manifest(
     """
     if signature is None:
         raise SecurityError("the bundle is not signed (it has no manifest.sig)", _REFUSE)
-    key = verify_signature(manifest_bytes, signature, public_key)
+    key = verify_signature(manifest_bytes, signature, public_key, now=now)
     manifest = validate_manifest(parse_signed_manifest(manifest_bytes), what="the bundle's manifest", release=True)
     release = manifest["release"]
     issued, expires = parse_utc(release["issued_at"]), parse_utc(release["expires_at"])
@@ -200,7 +197,7 @@ def check_artifacts(manifest: dict[str, Any], folder: Path) -> None:
 
 def verify_bundle(
     bundle: Path,
-    public_key: Ed25519PublicKey,
+    public_key: Trusted,
     destination: Path,
     *,
     now: float | None = None,
