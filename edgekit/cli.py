@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import click
 
 from edgekit import __version__
-from edgekit.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, BudgetError, EdgekitError
+from edgekit.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EdgekitError
 
 # Order here is the order in `edgekit --help`.
 COMMAND_MODULES = (
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> Any:
     try:
         return cli.main(args=args, prog_name="edgekit", standalone_mode=False)
     except EdgekitError as exc:
-        _error(exc.message, exc.exit_code, as_json and not isinstance(exc, BudgetError))
+        _error(exc.message, exc.exit_code, as_json and not exc.reported)
         if debug:
             raise
         sys.exit(exc.exit_code)

@@ -23,6 +23,7 @@ class EdgekitError(Exception):
     """Base of all edgekit errors: a problem, and the fix a user can apply."""
 
     exit_code: int = EXIT_INTERNAL
+    reported: bool = False  # True when the command already printed its report (JSON with --json)
 
     def __init__(self, problem: str, fix: str | None = None) -> None:
         self.problem = problem.rstrip(". ")
@@ -80,12 +81,18 @@ class BudgetError(EdgekitError):
     """Artifacts were produced but at least one misses its profile's budgets."""
 
     exit_code = EXIT_BUDGET_FAILED
+    reported = True  # the command printed its report (JSON with --json) before raising
 
 
-class HealthCheckError(EdgekitError):
-    """A release installed, failed the device's health check and was rolled back."""
+class DeviceCheckError(EdgekitError):
+    """The release on a device failed a check there: its health check (and was rolled back), or a status check
+    (expired, revoked, damaged)."""
 
     exit_code = EXIT_BUDGET_FAILED
+
+    def __init__(self, problem: str, fix: str | None = None, reported: bool = False) -> None:
+        super().__init__(problem, fix)
+        self.reported = reported
 
 
 class InternalError(EdgekitError):

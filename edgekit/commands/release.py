@@ -132,6 +132,8 @@ def keygen(output: Path, name: str, encrypt: bool, passphrase_env: str | None, f
 @click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
 @click.option("--cert", "cert_path", type=click.Path(dir_okay=False, path_type=Path),
               help="The --key's certificate from edgekit certify, for devices that trust the root key.")
+@click.option("--revocations", "revocations_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The root's revocation list from edgekit revoke, carried to every device that installs this.")
 @click.option("--force", is_flag=True,
               help="Replace bundle files of this version that exist with other bytes (releases are immutable otherwise).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -150,6 +152,7 @@ def bundle(
     allow_failed: bool,
     passphrase_env: str | None,
     cert_path: Path | None,
+    revocations_path: Path | None,
     force: bool,
     as_json: bool,
 ) -> None:
@@ -158,6 +161,7 @@ def bundle(
     Reproducible: with SOURCE_DATE_EPOCH set, the same build and key give the
     same bytes (it also sets issued-at; otherwise issued-at is now).
     """
+    from edgekit.release import revocation
     from edgekit.release.bundle import ReleaseOptions, bundle_build
     from edgekit.release.signing import load_certificate, load_private_key, private_key_is_encrypted
     from edgekit.release.timestamps import release_epoch
@@ -177,8 +181,9 @@ def bundle(
         passphrase = click.prompt("Passphrase", hide_input=True).encode("utf-8")
     private_key = load_private_key(key_path, passphrase)
     certificate = load_certificate(cert_path) if cert_path is not None else None
+    revocations = revocation.load(revocations_path) if revocations_path is not None else None
     results = bundle_build(build_dir, private_key, options, output, list(targets), all_in_one, allow_failed,
-                           replace=force, certificate=certificate)
+                           replace=force, certificate=certificate, revocations=revocations)
     _emit(
         as_json,
         {"bundles": [r.as_dict() for r in results]},
@@ -219,11 +224,15 @@ def verify(bundle_path: Path, key_paths: tuple[Path, ...], store: Path | None, a
     from edgekit.release.store import Store
     from edgekit.release.verify import verify_bundle
 
+    from edgekit.release.revocation import Revocations
+
     public_key = [load_public_key(path) for path in key_paths]
+    state = Store(store).state() if store is not None else None
     installed = Store(store).installed_version() if store is not None else None
+    remembered = Revocations.from_state(state.get("revocations")) if state else None
     with tempfile.TemporaryDirectory(prefix="edgekit-verify-") as scratch:
         verified = verify_bundle(bundle_path, public_key, Path(scratch), installed=installed, app_version=app_version,
-                                 allow_downgrade=allow_downgrade)
+                                 allow_downgrade=allow_downgrade, revoked=remembered)
     summary = {"ok": True, "bundle": str(bundle_path), **verified.summary()}
     _emit(
         as_json,
@@ -332,8 +341,8 @@ def install(
 
 
 def _commit_or_revert(command: list[str], timeout_s: float, result: Any, into: Path) -> dict[str, Any]:
-    """Run the health check on the version just installed; on failure roll back and raise HealthCheckError."""
-    from edgekit.errors import HealthCheckError
+    """Run the health check on the version just installed; on failure roll back and raise DeviceCheckError."""
+    from edgekit.errors import DeviceCheckError
     from edgekit.release.health import run_health_check
     from edgekit.release.store import revert_install
 
@@ -344,7 +353,7 @@ def _commit_or_revert(command: list[str], timeout_s: float, result: Any, into: P
     back = f"rolled back to {now}" if now else "removed it (the store had no earlier version)"
     output = f"; its output ends: {health.output.strip()[-300:]}" if health.output.strip() else ""
     blocked = (f"{result.version} is blocked on this device (--force installs it again); " if now else "")
-    raise HealthCheckError(
+    raise DeviceCheckError(
         f"{result.model} {result.version} failed its health check ({health.reason}); {back}{output}",
         f"{blocked}fix the release and ship it as a new version",
     )
@@ -402,4 +411,56 @@ def certify(release_key: Path, root_key: Path, expires_in: int, output: Path, pa
            f"until {certificate['expires_at']}"])
 
 
-COMMANDS = [keygen, certify, bundle, verify, install, rollback]
+@click.command()
+@click.argument("key_ids", metavar="KEYID...", nargs=-1, required=True)
+@click.option("--root", "root_key", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The root private key devices trust.")
+@click.option("--serial", type=click.IntRange(min=1), required=True,
+              help="This list's number; devices keep the highest they have seen (list every key still revoked).")
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Revocation list to write (give it to edgekit bundle --revocations).")
+@click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def revoke(key_ids: tuple[str, ...], root_key: Path, serial: int, output: Path, passphrase_env: str | None,
+           as_json: bool) -> None:
+    """Revoke release keys: a root-signed list that devices remember and enforce from the next bundle on."""
+    from edgekit.artifact import atomic_write_bytes
+    from edgekit.release import revocation
+    from edgekit.release.manifest import canonical_bytes
+    from edgekit.release.signing import load_private_key, private_key_is_encrypted
+    from edgekit.release.timestamps import release_epoch
+
+    passphrase = _passphrase_from_env(passphrase_env)
+    if passphrase is None and private_key_is_encrypted(root_key) and sys.stdin.isatty():
+        passphrase = click.prompt("Root key passphrase", hide_input=True).encode("utf-8")
+    document = revocation.make(load_private_key(root_key, passphrase), list(key_ids), serial, release_epoch())
+    atomic_write_bytes(output, canonical_bytes(document) + b"\n")
+    _emit(as_json, {"revocations": str(output), "serial": serial, "revoked": document["revoked"]},
+          [f"{output}: list {serial} revokes {len(document['revoked'])} key(s)"])
+
+
+@click.command()
+@click.option("--into", "into", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The device's model store.")
+@click.option("--key", "key_paths", required=True, multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Trusted public key (.pub), as for install (repeatable).")
+@click.option("--max-age", type=click.FloatRange(min=0), metavar="DAYS",
+              help="Also fail when the running release was issued more than DAYS ago (a frozen device).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def status(into: Path, key_paths: tuple[Path, ...], max_age: float | None, as_json: bool) -> None:
+    """Re-check the running release: files, signature and certificate, expiry, revocation (exit 1 if one fails)."""
+    from edgekit.errors import DeviceCheckError
+    from edgekit.release.signing import load_public_key
+    from edgekit.release.status import check_status
+
+    report = check_status(into, [load_public_key(path) for path in key_paths], max_age_days=max_age)
+    lines = [f"{report['model']} {report['version']} in {into}:"]
+    lines += [f"  {'ok  ' if c['ok'] else 'FAIL'} {c['check']}: {c['note']}" for c in report["checks"]]
+    _emit(as_json, report, lines)
+    if not report["healthy"]:
+        failed = ", ".join(c["check"] for c in report["checks"] if not c["ok"])
+        raise DeviceCheckError(f"the running release {report['version']} fails {failed}",
+                               "Install a current release, or roll back (edgekit rollback)", reported=True)
+
+
+COMMANDS = [keygen, certify, revoke, bundle, verify, install, rollback, status]

@@ -233,12 +233,14 @@ def bundle_name(model: str, version: str, target: str | None) -> str:
 def write_release_bundle(
     manifest: dict[str, Any], sources: dict[str, Path], private_key: Ed25519PrivateKey, destination: Path, mtime: int,
     certificate: dict[str, str] | None = None,
+    revocations: dict[str, Any] | None = None,
 ) -> BundleResult:
-    """Sign ``manifest`` (embedding the key's ``certificate``, when given) and write the bundle atomically."""
+    """Sign ``manifest`` (embedding the key's ``certificate`` and the root's ``revocations``, when given) and
+    write the bundle atomically."""
     manifest_bytes = canonical_bytes(manifest)
     entries: list[tuple[str, bytes | Path]] = [
         (MANIFEST_NAME, manifest_bytes),
-        (SIGNATURE_NAME, sign(manifest_bytes, private_key, certificate)),
+        (SIGNATURE_NAME, sign(manifest_bytes, private_key, certificate, revocations)),
     ]
     entries += sorted(sources.items())
     try:
@@ -267,6 +269,7 @@ def bundle_build(
     allow_failed: bool = False,
     replace: bool = False,
     certificate: dict[str, str] | None = None,
+    revocations: dict[str, Any] | None = None,
 ) -> list[BundleResult]:
     """Write one bundle per selected target (plus one for all of them with ``all_in_one``).
 
@@ -289,7 +292,8 @@ def bundle_build(
             manifest, sources = release_manifest(build, build_dir, names, options, single)
             destination = out_dir / bundle_name(model, options.version, names[0] if single else None)
             staging = destination.with_name(f".{destination.name}.staged")
-            made = write_release_bundle(manifest, sources, private_key, staging, options.issued_at, certificate)
+            made = write_release_bundle(manifest, sources, private_key, staging, options.issued_at, certificate,
+                                        revocations)
             staged.append((staging, dataclasses.replace(made, path=destination)))
         clashes = [r.path.name for _, r in staged if r.path.exists() and sha256_file(r.path) != r.sha256]
         if clashes and not replace:

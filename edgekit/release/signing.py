@@ -225,8 +225,10 @@ def write_certificate(path: Path, certificate: dict[str, str]) -> None:
     _write_key_file(path, canonical_bytes(certificate) + b"\n", 0o644)
 
 
-def sign(manifest_bytes: bytes, private_key: Ed25519PrivateKey, certificate: dict[str, str] | None = None) -> bytes:
-    """The signature file's bytes for ``manifest_bytes`` (with the signing key's certificate, when given)."""
+def sign(manifest_bytes: bytes, private_key: Ed25519PrivateKey, certificate: dict[str, str] | None = None,
+         revocations: dict[str, Any] | None = None) -> bytes:
+    """The signature file's bytes for ``manifest_bytes``, with the signing key's certificate and the root's
+    revocation list (``edgekit.release.revocation``) when given."""
     if certificate is not None and certificate.get("keyid") != key_id(private_key.public_key()):
         raise InputError("the certificate is for another key than the signing key",
                          "Pass the certificate edgekit certify made for this --key")
@@ -236,6 +238,7 @@ def sign(manifest_bytes: bytes, private_key: Ed25519PrivateKey, certificate: dic
         "keyid": key_id(private_key.public_key()),
         "sig": base64.b64encode(signature).decode("ascii"),
         **({"cert": certificate} if certificate is not None else {}),
+        **({"revoked": revocations} if revocations is not None else {}),
     }
     return canonical_bytes(document)
 

@@ -39,7 +39,7 @@ from typing import Any
 
 from edgekit.artifact import sha256_file
 from edgekit.errors import InputError, SecurityError
-from edgekit.release import device, rollout
+from edgekit.release import device, revocation, rollout
 from edgekit.release.archive import open_bundle
 from edgekit.release.manifest import MANIFEST_NAME, canonical_bytes
 from edgekit.release.runtimes import RuntimeFit, check_runtimes
@@ -278,6 +278,8 @@ def _state_problem(state: Any) -> str | None:
             return f"the {slot} record lacks {', '.join(missing)}"
         if not is_semver(record["version"]):
             return f"the {slot} version {record['version']!r} is not a version"
+    if "revocations" in state and revocation.Revocations.from_state(state["revocations"]) is None:
+        return "the remembered revocation list is damaged"
     rolled_back = state.get("rolled_back", [])
     if not isinstance(rolled_back, list) or not all(isinstance(v, str) for v in rolled_back):
         return "rolled_back is not a list of versions"
@@ -346,8 +348,10 @@ def install_bundle(
         current = state["current"] if state else None
         with open_bundle(bundle) as reader:
             manifest_bytes, signature = reader.read_head()
+            known = revocation.Revocations.from_state(state.get("revocations")) if state else None
+            revoked = revocation.newest(known, revocation.embedded(signature, public_key))
             manifest, key_id = check_manifest(manifest_bytes, signature, public_key, app_version=app_version,
-                                          app_version_required=True)
+                                              app_version_required=True, revoked=revoked)
             model, release = manifest["model"]["name"], manifest["release"]
             identity = device.resolve(_store_identity(store, state), target, channel, root)
             device.check_release(identity, release)
@@ -370,7 +374,8 @@ def install_bundle(
         record = {**_record(version_text, manifest_bytes, bundle_sha), "key_id": key_id}
         blocked = [v for v in (state or {}).get("rolled_back", []) if v != version_text]  # a forced install unblocks
         store.write_state({"schema": STATE_VERSION, "model": model, "device": identity.as_dict(), "current": record,
-                           "previous": current, **({"rolled_back": blocked} if blocked else {})})
+                           "previous": current, **({"rolled_back": blocked} if blocked else {}),
+                           **({"revocations": revoked.as_dict()} if revoked else {})})
         downgrade = bool(current) and parse_semver(version_text) < parse_semver(current["version"])
         store.log({"event": "install", "time": record["installed_at"], "model": model, "version": version_text,
                    "sha256": bundle_sha, "manifest_sha256": record["manifest_sha256"], "key_id": key_id,

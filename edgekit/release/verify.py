@@ -22,6 +22,7 @@ from edgekit.errors import InputError, SecurityError
 from edgekit.release.archive import FileEntry, open_bundle
 from edgekit.release.manifest import canonical_bytes
 from edgekit.release.schema import validate_manifest
+from edgekit.release.revocation import Revocations, check_not_revoked, embedded, newest
 from edgekit.release.signing import Trusted, verify_signature
 from edgekit.release.timestamps import parse_utc
 from edgekit.release.version import Version, parse_loose, parse_semver
@@ -120,6 +121,7 @@ def check_manifest(
     allow_downgrade: bool = False,
     app_version: str | None = None,
     app_version_required: bool = False,
+    revoked: Revocations | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Check a bundle's manifest and signature; return the manifest and the signing key's id.
 
@@ -128,11 +130,15 @@ def check_manifest(
     the schema (InputError), an expired one, one issued for a version lower
     than ``installed`` (unless ``allow_downgrade``), and one that needs a newer
     app than ``app_version`` (or, with ``app_version_required``, states a
-    minimum app version when ``app_version`` is not given: fails closed).
+    minimum app version when ``app_version`` is not given: fails closed), and
+    one signed by a key the newest revocation list names (``revoked``, or the
+    list the bundle carries).
     """
     if signature is None:
         raise SecurityError("the bundle is not signed (it has no manifest.sig)", _REFUSE)
     key = verify_signature(manifest_bytes, signature, public_key, now=now)
+    # The store's remembered list or the one the bundle carries, whichever is newer.
+    check_not_revoked(key, newest(revoked, embedded(signature, public_key)))
     manifest = validate_manifest(parse_signed_manifest(manifest_bytes), what="the bundle's manifest", release=True)
     release = manifest["release"]
     issued, expires = parse_utc(release["issued_at"]), parse_utc(release["expires_at"])
@@ -204,6 +210,7 @@ def verify_bundle(
     installed: Version | None = None,
     allow_downgrade: bool = False,
     app_version: str | None = None,
+    revoked: Revocations | None = None,
 ) -> VerifiedBundle:
     """Verify ``bundle`` completely, extracting its files into the empty folder ``destination``.
 
@@ -220,6 +227,7 @@ def verify_bundle(
             installed=installed,
             allow_downgrade=allow_downgrade,
             app_version=app_version,
+            revoked=revoked,
         )
         reader.extract(file_entries(manifest), destination)
         check_artifacts(manifest, destination)
