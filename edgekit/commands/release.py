@@ -50,13 +50,18 @@ def _passphrase_from_env(variable: str | None) -> bytes | None:
     help="Folder for NAME.key and NAME.pub.",
 )
 @click.option("--name", default="edgekit", show_default=True, help="Base name of the key files.")
-@click.option("--encrypt", is_flag=True, help="Encrypt the private key with a passphrase typed at a prompt.")
-@click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP + " Encrypts the private key.")
+@click.option("--encrypt", is_flag=True, help="Ask for the passphrase at a prompt even when stdin is not a terminal.")
+@click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
+@click.option("--no-encrypt", is_flag=True,
+              help="Write the private key unencrypted (for a key kept in a secret store or CI secret).")
 @click.option("--force", is_flag=True, help="Replace existing key files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def keygen(output: Path, name: str, encrypt: bool, passphrase_env: str | None, force: bool, as_json: bool) -> None:
+def keygen(output: Path, name: str, encrypt: bool, passphrase_env: str | None, no_encrypt: bool, force: bool,
+           as_json: bool) -> None:
     """Create an Ed25519 signing key pair: NAME.key (mode 0600) and NAME.pub.
 
+    The private key is encrypted by default: the passphrase comes from
+    --passphrase-env, or a prompt in a terminal; --no-encrypt opts out.
     Keep NAME.key on the signing host (edgekit bundle --key); give devices
     NAME.pub (edgekit verify/install --key).
     """
@@ -67,8 +72,15 @@ def keygen(output: Path, name: str, encrypt: bool, passphrase_env: str | None, f
             f"--name {name!r} is not a plain file name",
             "Use letters, digits, '.', '_' and '-'; choose the folder with -o",
         )
+    if no_encrypt and (encrypt or passphrase_env):
+        raise InputError("--no-encrypt contradicts --encrypt / --passphrase-env", "Choose one")
     passphrase = _passphrase_from_env(passphrase_env)
-    if encrypt and passphrase is None:
+    if passphrase is None and not no_encrypt:
+        if not (encrypt or sys.stdin.isatty()):
+            raise InputError(
+                "keygen encrypts the private key by default and needs a passphrase, but there is no terminal to ask",
+                "Pass --passphrase-env VAR (a variable holding it), or --no-encrypt for a key kept in a secret store",
+            )
         passphrase = click.prompt("Passphrase", hide_input=True, confirmation_prompt=True).encode("utf-8")
     pair = generate_keypair(output, name, passphrase, overwrite=force)
     _emit(

@@ -15,7 +15,7 @@ def keyring(kit: ModuleType, tmp_path: Path) -> Path:
     """root, release-a and release-b key pairs; a and b certified by the root (intruder: another root)."""
     folder = tmp_path / "keys"
     for name in ("root", "release-a", "release-b", "intruder"):
-        assert kit.run("keygen", "-o", folder, "--name", name).exit_code == 0
+        assert kit.run("keygen", "-o", folder, "--name", name, "--no-encrypt").exit_code == 0
     for name in ("release-a", "release-b"):
         made = kit.run("certify", folder / f"{name}.pub", "--root", folder / "root.key", "-o", folder / f"{name}.cert")
         assert made.exit_code == 0, made.stderr

@@ -16,7 +16,7 @@ from edgekit.release.signing import key_id, load_private_key, load_public_key, s
 
 
 def test_keygen_writes_a_private_key_only_its_owner_can_read(kit: ModuleType, tmp_path: Path) -> None:
-    outcome = kit.run("keygen", "-o", tmp_path / "keys", "--name", "fleet", "--json")
+    outcome = kit.run("keygen", "-o", tmp_path / "keys", "--name", "fleet", "--no-encrypt", "--json")
     assert outcome.exit_code == 0, outcome.stderr
     report = outcome.json()
     private, public = tmp_path / "keys" / "fleet.key", tmp_path / "keys" / "fleet.pub"
@@ -29,16 +29,16 @@ def test_keygen_writes_a_private_key_only_its_owner_can_read(kit: ModuleType, tm
 
 
 def test_keygen_never_overwrites_by_accident(kit: ModuleType, tmp_path: Path) -> None:
-    first = kit.run("keygen", "-o", tmp_path, "--json").json()["key_id"]
-    again = kit.run("keygen", "-o", tmp_path)
+    first = kit.run("keygen", "-o", tmp_path, "--no-encrypt", "--json").json()["key_id"]
+    again = kit.run("keygen", "-o", tmp_path, "--no-encrypt")
     assert again.exit_code == 2 and "already exists" in again.stderr and "--force" in again.stderr
     assert key_id(load_public_key(tmp_path / "edgekit.pub")) == first
-    forced = kit.run("keygen", "-o", tmp_path, "--force", "--json")
+    forced = kit.run("keygen", "-o", tmp_path, "--force", "--no-encrypt", "--json")
     assert forced.exit_code == 0 and forced.json()["key_id"] != first
 
 
 def test_keygen_refuses_a_path_as_name(kit: ModuleType, tmp_path: Path) -> None:
-    outcome = kit.run("keygen", "-o", tmp_path, "--name", "../escape")
+    outcome = kit.run("keygen", "-o", tmp_path, "--name", "../escape", "--no-encrypt")
     assert outcome.exit_code == 2 and "not a plain file name" in outcome.stderr
     assert not (tmp_path.parent / "escape.key").exists()
 
@@ -50,9 +50,19 @@ def test_keygen_encrypts_with_a_prompted_passphrase(kit: ModuleType, tmp_path: P
     load_private_key(tmp_path / "edgekit.key", b"s3cret")
 
 
+def test_keygen_encrypts_by_default_and_will_not_guess_a_passphrase(kit: ModuleType, tmp_path: Path) -> None:
+    """Without a terminal to ask in (CI), an unencrypted key is written only when asked for by name."""
+    refused = kit.run("keygen", "-o", tmp_path)
+    assert refused.exit_code == 2 and "encrypts the private key by default" in refused.stderr
+    assert "--no-encrypt" in refused.stderr and not any(tmp_path.iterdir())
+    from_env = kit.run("keygen", "-o", tmp_path, "--passphrase-env", "PASS", "--json", env={"PASS": "horse"})
+    assert from_env.exit_code == 0 and from_env.json()["encrypted"] is True
+    assert kit.run("keygen", "-o", tmp_path, "--name", "x", "--no-encrypt", "--encrypt").exit_code == 2
+
+
 def test_signature_roundtrip_and_refusals(tmp_path: Path, kit: ModuleType) -> None:
-    kit.run("keygen", "-o", tmp_path, "--name", "a")
-    kit.run("keygen", "-o", tmp_path, "--name", "b")
+    kit.run("keygen", "-o", tmp_path, "--name", "a", "--no-encrypt")
+    kit.run("keygen", "-o", tmp_path, "--name", "b", "--no-encrypt")
     key_a, pub_a, pub_b = (
         load_private_key(tmp_path / "a.key"),
         load_public_key(tmp_path / "a.pub"),
