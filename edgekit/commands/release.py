@@ -282,6 +282,8 @@ def verify(bundle_path: Path, key_paths: tuple[Path, ...], store: Path | None, a
                    "[env EDGEKIT_TARGET].")
 @click.option("--channel", envvar="EDGEKIT_CHANNEL", metavar="NAME",
               help="This device's release channel (default at the first install: stable) [env EDGEKIT_CHANNEL].")
+@click.option("--group", metavar="NAME",
+              help="Group that may read the installed model (folders 0750, files 0640); remembered for later installs.")
 @click.option("--health-check", "health_check", metavar="CMD",
               help="Run CMD on the new version (EDGEKIT_MODEL_DIR, EDGEKIT_MODEL_VERSION set); roll back if it fails.")
 @click.option("--health-timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True, metavar="SECONDS",
@@ -299,6 +301,7 @@ def install(
     app_version: str | None,
     target: str | None,
     channel: str | None,
+    group: str | None,
     health_check: str | None,
     health_timeout: float,
     no_runtime_check: bool,
@@ -332,6 +335,7 @@ def install(
         runtime_check=not no_runtime_check,
         target=target,
         channel=channel,
+        group=group,
     )
     messages = {
         "installed": f"installed {result.model} {result.version} into {into}"

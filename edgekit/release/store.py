@@ -104,6 +104,8 @@ class Store:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        # The group that may read the installed model (install --group); None keeps it to the owner.
+        self.group_id: int | None = None
 
     @property
     def versions(self) -> Path:
@@ -191,6 +193,8 @@ class Store:
         data = canonical_bytes(state) + b"\n"
         fd, tmp = tempfile.mkstemp(prefix=".state-", dir=self.root)
         try:
+            if self.group_id is not None:
+                _give_group(fd, self.group_id, 0o640, self.root / STATE_NAME)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
@@ -278,12 +282,45 @@ def _state_problem(state: Any) -> str | None:
             return f"the {slot} record lacks {', '.join(missing)}"
         if not is_semver(record["version"]):
             return f"the {slot} version {record['version']!r} is not a version"
+    if "group" in state and not isinstance(state["group"], str):
+        return "group is not a group name"
     if "revocations" in state and revocation.Revocations.from_state(state["revocations"]) is None:
         return "the remembered revocation list is damaged"
     rolled_back = state.get("rolled_back", [])
     if not isinstance(rolled_back, list) or not all(isinstance(v, str) for v in rolled_back):
         return "rolled_back is not a list of versions"
     return None
+
+
+def resolve_group(name: str) -> int:
+    """The id of group ``name`` (a name or a number); InputError when this system has no such group."""
+    import grp
+
+    try:
+        return grp.getgrgid(int(name)).gr_gid if name.isdigit() else grp.getgrnam(name).gr_gid
+    except (KeyError, OverflowError):
+        raise InputError(f"there is no group {name!r} on this system", "Pass the group the app runs as") from None
+
+
+def _give_group(target: int | Path, gid: int, mode: int, shown: Path) -> None:
+    """chown ``target`` (a descriptor or a path) to group ``gid`` and chmod it to ``mode``."""
+    try:
+        if isinstance(target, int):
+            os.fchown(target, -1, gid)
+            os.fchmod(target, mode)
+        else:
+            os.chown(target, -1, gid, follow_symlinks=False)
+            os.chmod(target, mode)
+    except PermissionError:
+        raise InputError(f"cannot give group {gid} access to {shown} (this user is not in that group)",
+                         "Run install as a member of the group, or as root") from None
+
+
+def share_with_group(folder: Path, gid: int) -> None:
+    """Let group ``gid`` read ``folder`` and everything in it: folders 0750, files 0640."""
+    _give_group(folder, gid, 0o750, folder)
+    for path in folder.rglob("*"):
+        _give_group(path, gid, 0o750 if path.is_dir() else 0o640, path)
 
 
 def _same_folder(fd: int, root: Path) -> bool:
@@ -332,6 +369,7 @@ def install_bundle(
     runtime_check: bool = True,
     target: str | None = None,
     channel: str | None = None,
+    group: str | None = None,
 ) -> InstallResult:
     """Verify ``bundle`` and make it the store's current version; keep the one it replaces.
 
@@ -339,7 +377,9 @@ def install_bundle(
     bundle's target and channel against the store's device identity (``target``
     and ``channel`` name it at the first install, see ``device``); check that
     some artifact can run in this device's runtimes (``runtime_check``); decide the
-    rollout; extract into ``.staging-*`` while checking every file; rename
+    rollout; extract into ``.staging-*`` while checking every file; share it
+    with the store's group (``group``, remembered from the first install that
+    names one: folders 0750, files 0640); rename
     that into ``versions/``; switch ``state.json``; log; remove versions that
     are neither current nor previous. Any refusal leaves the store as it was.
     """
@@ -354,6 +394,8 @@ def install_bundle(
                                               app_version_required=True, revoked=revoked)
             model, release = manifest["model"]["name"], manifest["release"]
             identity = device.resolve(_store_identity(store, state), target, channel, root)
+            group_name = group or (state.get("group") if state else None)
+            store.group_id = resolve_group(group_name) if group_name else None
             device.check_release(identity, release)
             fits = tuple(check_runtimes(manifest)) if runtime_check else ()
             version_text = release["version"]
@@ -375,7 +417,8 @@ def install_bundle(
         blocked = [v for v in (state or {}).get("rolled_back", []) if v != version_text]  # a forced install unblocks
         store.write_state({"schema": STATE_VERSION, "model": model, "device": identity.as_dict(), "current": record,
                            "previous": current, **({"rolled_back": blocked} if blocked else {}),
-                           **({"revocations": revoked.as_dict()} if revoked else {})})
+                           **({"revocations": revoked.as_dict()} if revoked else {}),
+                           **({"group": group_name} if group_name else {})})
         downgrade = bool(current) and parse_semver(version_text) < parse_semver(current["version"])
         store.log({"event": "install", "time": record["installed_at"], "model": model, "version": version_text,
                    "sha256": bundle_sha, "manifest_sha256": record["manifest_sha256"], "key_id": key_id,
@@ -466,6 +509,11 @@ def _stage_version(
         check_artifacts(manifest, staging)
         _write_durable(staging / MANIFEST_NAME, manifest_bytes)
         _write_durable(staging / SIGNATURE_NAME, signature or b"")
+        if store.group_id is not None:
+            for folder in (store.root, store.versions):
+                folder.mkdir(exist_ok=True)
+                _give_group(folder, store.group_id, 0o750, folder)
+            share_with_group(staging, store.group_id)
         _fsync_tree(staging)
         if not (kept_previous and _intact(store, version_text)):
             # Not the kept previous version (or a damaged copy of it): an orphan from an

@@ -477,3 +477,25 @@ def test_an_orphaned_version_folder_is_replaced_not_trusted(
     assert _install(kit, bundles["1.1.0"], store, keys).exit_code == 0
     assert _onnx_bytes(current_dir(store)).startswith(b"ONNX1.1.0")
     Store(store).check_version_intact("1.1.0")
+
+
+def test_an_app_running_as_another_user_reads_the_model_through_its_group(kit: ModuleType, tmp_path: Path, keys: Keys,
+                                                                          bundles: dict[str, Path]) -> None:
+    """Installed folders were 0700 and state.json 0600: an app under another user could not read the model."""
+    import grp
+    import stat
+
+    group = grp.getgrgid(os.getgid()).gr_name  # a group this user is in, as the app's group would be
+    store = tmp_path / "store"
+    unknown = _install(kit, bundles["1.0.0"], store, keys, "--group", "no-such-group-here")
+    assert unknown.exit_code == 2 and "there is no group 'no-such-group-here'" in unknown.stderr
+    assert not (store / "state.json").exists()
+
+    for version, extra in (("1.0.0", ("--group", group)), ("1.1.0", ())):  # remembered after the first
+        assert _install(kit, bundles[version], store, keys, *extra).exit_code == 0
+        installed = store / "versions" / version
+        for path in (store, store / "versions", installed, *installed.rglob("*"), store / "state.json"):
+            mode = stat.S_IMODE(path.stat().st_mode)
+            expected = 0o750 if path.is_dir() else 0o640
+            assert path.stat().st_gid == os.getgid() and mode == expected, (path, oct(mode))
+    assert _state(store)["group"] == group
