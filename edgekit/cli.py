@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "edgekit.commands.inspect",
     "edgekit.commands.targets",
     "edgekit.commands.compress",
+    "edgekit.commands.keys",
     "edgekit.commands.release",
     "edgekit.commands.bench",
 )

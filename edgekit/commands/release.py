@@ -1,4 +1,4 @@
-"""Release commands: keygen, bundle, verify, install, rollback.
+"""Release commands: bundle, cosign, verify, install, rollback, status.
 
 verify, install and rollback are device-side: they import only the stdlib,
 click and cryptography (through edgekit.release), never torch or a converter.
@@ -6,97 +6,13 @@ click and cryptography (through edgekit.release), never torch or a converter.
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
 
-from edgekit.errors import InputError
-
-_PASSPHRASE_HELP = "Name of an environment variable holding the key's passphrase."
-
-
-def _emit(as_json: bool, document: dict[str, Any], lines: list[str]) -> None:
-    if as_json:
-        click.echo(json.dumps(document, indent=2, sort_keys=True))
-    else:
-        for line in lines:
-            click.echo(line)
-
-
-def _passphrase_from_env(variable: str | None) -> bytes | None:
-    if variable is None:
-        return None
-    value = os.environ.get(variable)
-    if not value:
-        raise InputError(
-            f"environment variable {variable} is not set or empty", f"Export {variable} with the key's passphrase"
-        )
-    return value.encode("utf-8")
-
-
-@click.command()
-@click.option(
-    "-o",
-    "--output",
-    "output",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for NAME.key and NAME.pub.",
-)
-@click.option("--name", default="edgekit", show_default=True, help="Base name of the key files.")
-@click.option("--encrypt", is_flag=True, help="Ask for the passphrase at a prompt even when stdin is not a terminal.")
-@click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
-@click.option("--no-encrypt", is_flag=True,
-              help="Write the private key unencrypted (for a key kept in a secret store or CI secret).")
-@click.option("--force", is_flag=True, help="Replace existing key files.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def keygen(output: Path, name: str, encrypt: bool, passphrase_env: str | None, no_encrypt: bool, force: bool,
-           as_json: bool) -> None:
-    """Create an Ed25519 signing key pair: NAME.key (mode 0600) and NAME.pub.
-
-    The private key is encrypted by default: the passphrase comes from
-    --passphrase-env, or a prompt in a terminal; --no-encrypt opts out.
-    Keep NAME.key on the signing host (edgekit bundle --key); give devices
-    NAME.pub (edgekit verify/install --key).
-    """
-    from edgekit.release.signing import generate_keypair
-
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name, re.ASCII):
-        raise InputError(
-            f"--name {name!r} is not a plain file name",
-            "Use letters, digits, '.', '_' and '-'; choose the folder with -o",
-        )
-    if no_encrypt and (encrypt or passphrase_env):
-        raise InputError("--no-encrypt contradicts --encrypt / --passphrase-env", "Choose one")
-    passphrase = _passphrase_from_env(passphrase_env)
-    if passphrase is None and not no_encrypt:
-        if not (encrypt or sys.stdin.isatty()):
-            raise InputError(
-                "keygen encrypts the private key by default and needs a passphrase, but there is no terminal to ask",
-                "Pass --passphrase-env VAR (a variable holding it), or --no-encrypt for a key kept in a secret store",
-            )
-        passphrase = click.prompt("Passphrase", hide_input=True, confirmation_prompt=True).encode("utf-8")
-    pair = generate_keypair(output, name, passphrase, overwrite=force)
-    _emit(
-        as_json,
-        {
-            "private_key": str(pair.private),
-            "public_key": str(pair.public),
-            "key_id": pair.key_id,
-            "encrypted": passphrase is not None,
-        },
-        [
-            f"private key: {pair.private} (mode 0600{', encrypted' if passphrase else ''}; keep it secret)",
-            f"public key:  {pair.public} (give this to devices)",
-            f"key id:      {pair.key_id}",
-        ],
-    )
+from edgekit.commands.keyfiles import PASSPHRASE_HELP, emit, passphrase_for
 
 
 @click.command()
@@ -141,7 +57,7 @@ def keygen(output: Path, name: str, encrypt: bool, passphrase_env: str | None, n
 )
 @click.option("--all-in-one", is_flag=True, help="Also write one bundle holding every selected target.")
 @click.option("--allow-failed", is_flag=True, help="Bundle artifacts that failed their budgets (the manifest says so).")
-@click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
+@click.option("--passphrase-env", metavar="VAR", help=PASSPHRASE_HELP)
 @click.option("--cert", "cert_path", type=click.Path(dir_okay=False, path_type=Path),
               help="The --key's certificate from edgekit certify, for devices that trust the root key.")
 @click.option("--revocations", "revocations_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -175,7 +91,7 @@ def bundle(
     """
     from edgekit.release import revocation
     from edgekit.release.bundle import ReleaseOptions, bundle_build
-    from edgekit.release.signing import load_certificate, load_private_key, private_key_is_encrypted
+    from edgekit.release.signing import load_certificate, load_private_key
     from edgekit.release.timestamps import release_epoch
 
     options = ReleaseOptions(
@@ -188,15 +104,13 @@ def bundle(
         expires_in_days=expires_in,
     )
     options.check()
-    passphrase = _passphrase_from_env(passphrase_env)
-    if passphrase is None and private_key_is_encrypted(key_path) and sys.stdin.isatty():
-        passphrase = click.prompt("Passphrase", hide_input=True).encode("utf-8")
+    passphrase = passphrase_for(key_path, passphrase_env, "Passphrase")
     private_key = load_private_key(key_path, passphrase)
     certificate = load_certificate(cert_path) if cert_path is not None else None
     revocations = revocation.load(revocations_path) if revocations_path is not None else None
     results = bundle_build(build_dir, private_key, options, output, list(targets), all_in_one, allow_failed,
                            replace=force, certificate=certificate, revocations=revocations)
-    _emit(
+    emit(
         as_json,
         {"bundles": [r.as_dict() for r in results]},
         [
@@ -225,9 +139,11 @@ def bundle(
 @click.option("--app-version", metavar="VERSION", help="This app's version, checked against the release's minimum.")
 @click.option("--allow-downgrade", is_flag=True,
               help="Accept a version lower than the one installed in --store (an intended rollback).")
+@click.option("--threshold", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
+              help="Require signatures from K distinct trusted keys (threshold signing, see edgekit cosign).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def verify(bundle_path: Path, key_paths: tuple[Path, ...], store: Path | None, app_version: str | None, allow_downgrade: bool,
-           as_json: bool) -> None:
+def verify(bundle_path: Path, key_paths: tuple[Path, ...], store: Path | None, app_version: str | None,
+           allow_downgrade: bool, threshold: int, as_json: bool) -> None:
     """Check a bundle: signature, schema, every file's hash and size, expiry, version.
 
     Writes nothing: files are checked in a temporary folder that is removed.
@@ -244,9 +160,9 @@ def verify(bundle_path: Path, key_paths: tuple[Path, ...], store: Path | None, a
     remembered = Revocations.from_state(state.get("revocations")) if state else None
     with tempfile.TemporaryDirectory(prefix="edgekit-verify-") as scratch:
         verified = verify_bundle(bundle_path, public_key, Path(scratch), installed=installed, app_version=app_version,
-                                 allow_downgrade=allow_downgrade, revoked=remembered)
+                                 allow_downgrade=allow_downgrade, revoked=remembered, threshold=threshold)
     summary = {"ok": True, "bundle": str(bundle_path), **verified.summary()}
-    _emit(
+    emit(
         as_json,
         summary,
         [
@@ -288,6 +204,8 @@ def verify(bundle_path: Path, key_paths: tuple[Path, ...], store: Path | None, a
               help="Run CMD on the new version (EDGEKIT_MODEL_DIR, EDGEKIT_MODEL_VERSION set); roll back if it fails.")
 @click.option("--health-timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True, metavar="SECONDS",
               help="How long the health check may run before it counts as failed.")
+@click.option("--threshold", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
+              help="Require signatures from K distinct trusted keys (threshold signing, see edgekit cosign).")
 @click.option("--no-runtime-check", is_flag=True,
               help="Install although no artifact can run in this machine's runtimes (a store for another machine).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -304,6 +222,7 @@ def install(
     group: str | None,
     health_check: str | None,
     health_timeout: float,
+    threshold: int,
     no_runtime_check: bool,
     as_json: bool,
 ) -> None:
@@ -336,6 +255,7 @@ def install(
         target=target,
         channel=channel,
         group=group,
+        threshold=threshold,
     )
     messages = {
         "installed": f"installed {result.model} {result.version} into {into}"
@@ -353,7 +273,7 @@ def install(
     if command is not None and result.status == "installed":
         document["health_check"] = _commit_or_revert(command, health_timeout, result, into)
         lines.append(f"health check passed ({document['health_check']['reason']})")
-    _emit(as_json, document, lines)
+    emit(as_json, document, lines)
 
 
 def _commit_or_revert(command: list[str], timeout_s: float, result: Any, into: Path) -> dict[str, Any]:
@@ -389,70 +309,9 @@ def rollback(into: Path, device_id: str | None, as_json: bool) -> None:
     from edgekit.release.store import rollback as rollback_store
 
     result = rollback_store(into, rollout.device_id(device_id))
-    _emit(
+    emit(
         as_json, result.as_dict(), [f"rolled back {result.model} from {result.previous} to {result.version} in {into}"]
     )
-
-
-@click.command()
-@click.argument("release_key", metavar="RELEASE.pub", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--root", "root_key", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The root private key devices trust (kept offline; it signs only certificates).")
-@click.option("--expires-in", type=click.IntRange(1, 3650), default=30, show_default=True, metavar="DAYS",
-              help="Days until devices stop accepting releases signed by this key.")
-@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Certificate file to write (give it to edgekit bundle --cert).")
-@click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def certify(release_key: Path, root_key: Path, expires_in: int, output: Path, passphrase_env: str | None,
-            as_json: bool) -> None:
-    """Certify a release key with the root key, so devices that trust the root accept its releases.
-
-    Rotating the release key is then a new key pair and a new certificate;
-    devices keep trusting the same root (edgekit verify/install --key ROOT.pub).
-    """
-    from edgekit.release.signing import certify as make_certificate
-    from edgekit.release.signing import load_private_key, load_public_key, private_key_is_encrypted, write_certificate
-    from edgekit.release.timestamps import release_epoch
-
-    passphrase = _passphrase_from_env(passphrase_env)
-    if passphrase is None and private_key_is_encrypted(root_key) and sys.stdin.isatty():
-        passphrase = click.prompt("Root key passphrase", hide_input=True).encode("utf-8")
-    root = load_private_key(root_key, passphrase)
-    issued = release_epoch()
-    certificate = make_certificate(root, load_public_key(release_key), issued, issued + expires_in * 86_400)
-    write_certificate(output, certificate)
-    _emit(as_json, {"certificate": str(output), **{k: v for k, v in certificate.items() if k != "sig"}},
-          [f"{output}: key {certificate['keyid'][:16]} certified by root {certificate['root_keyid'][:16]} "
-           f"until {certificate['expires_at']}"])
-
-
-@click.command()
-@click.argument("key_ids", metavar="KEYID...", nargs=-1, required=True)
-@click.option("--root", "root_key", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The root private key devices trust.")
-@click.option("--serial", type=click.IntRange(min=1), required=True,
-              help="This list's number; devices keep the highest they have seen (list every key still revoked).")
-@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Revocation list to write (give it to edgekit bundle --revocations).")
-@click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def revoke(key_ids: tuple[str, ...], root_key: Path, serial: int, output: Path, passphrase_env: str | None,
-           as_json: bool) -> None:
-    """Revoke release keys: a root-signed list that devices remember and enforce from the next bundle on."""
-    from edgekit.artifact import atomic_write_bytes
-    from edgekit.release import revocation
-    from edgekit.release.manifest import canonical_bytes
-    from edgekit.release.signing import load_private_key, private_key_is_encrypted
-    from edgekit.release.timestamps import release_epoch
-
-    passphrase = _passphrase_from_env(passphrase_env)
-    if passphrase is None and private_key_is_encrypted(root_key) and sys.stdin.isatty():
-        passphrase = click.prompt("Root key passphrase", hide_input=True).encode("utf-8")
-    document = revocation.make(load_private_key(root_key, passphrase), list(key_ids), serial, release_epoch())
-    atomic_write_bytes(output, canonical_bytes(document) + b"\n")
-    _emit(as_json, {"revocations": str(output), "serial": serial, "revoked": document["revoked"]},
-          [f"{output}: list {serial} revokes {len(document['revoked'])} key(s)"])
 
 
 @click.command()
@@ -462,21 +321,46 @@ def revoke(key_ids: tuple[str, ...], root_key: Path, serial: int, output: Path, 
               help="Trusted public key (.pub), as for install (repeatable).")
 @click.option("--max-age", type=click.FloatRange(min=0), metavar="DAYS",
               help="Also fail when the running release was issued more than DAYS ago (a frozen device).")
+@click.option("--threshold", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
+              help="Require signatures from K distinct trusted keys (threshold signing, see edgekit cosign).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def status(into: Path, key_paths: tuple[Path, ...], max_age: float | None, as_json: bool) -> None:
+def status(into: Path, key_paths: tuple[Path, ...], max_age: float | None, threshold: int, as_json: bool) -> None:
     """Re-check the running release: files, signature and certificate, expiry, revocation (exit 1 if one fails)."""
     from edgekit.errors import DeviceCheckError
     from edgekit.release.signing import load_public_key
     from edgekit.release.status import check_status
 
-    report = check_status(into, [load_public_key(path) for path in key_paths], max_age_days=max_age)
+    report = check_status(into, [load_public_key(path) for path in key_paths], max_age_days=max_age,
+                          threshold=threshold)
     lines = [f"{report['model']} {report['version']} in {into}:"]
     lines += [f"  {'ok  ' if c['ok'] else 'FAIL'} {c['check']}: {c['note']}" for c in report["checks"]]
-    _emit(as_json, report, lines)
+    emit(as_json, report, lines)
     if not report["healthy"]:
         failed = ", ".join(c["check"] for c in report["checks"] if not c["ok"])
         raise DeviceCheckError(f"the running release {report['version']} fails {failed}",
                                "Install a current release, or roll back (edgekit rollback)", reported=True)
 
 
-COMMANDS = [keygen, certify, revoke, bundle, verify, install, rollback, status]
+@click.command()
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The co-signer's private key.")
+@click.option("--cert", "cert_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The key's certificate from edgekit certify, for devices that trust the root key.")
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the co-signed bundle (default: replace BUNDLE).")
+@click.option("--passphrase-env", metavar="VAR", help=PASSPHRASE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def cosign(bundle_path: Path, key_path: Path, cert_path: Path | None, output: Path | None, passphrase_env: str | None,
+           as_json: bool) -> None:
+    """Add a co-signature to a signed bundle (threshold signing: devices may require K signers with --threshold)."""
+    from edgekit.release.cosigning import cosign_bundle
+    from edgekit.release.signing import load_certificate, load_private_key
+
+    passphrase = passphrase_for(key_path, passphrase_env, "Passphrase")
+    certificate = load_certificate(cert_path) if cert_path is not None else None
+    result = cosign_bundle(bundle_path, load_private_key(key_path, passphrase), output or bundle_path, certificate)
+    emit(as_json, {"bundle": result.as_dict()}, [f"{result.path}: co-signed ({result.version}, {result.target})"])
+
+
+COMMANDS = [bundle, cosign, verify, install, rollback, status]

@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # cryptography loads only when a key is used
 SIGNATURE_NAME = "manifest.sig"
 ALGORITHM = "ed25519"
 CERTIFICATE_TYPE = "edgekit-key-certificate"
+MAX_COSIGNATURES = 16
 _MAX_KEY_FILE = 64 * 1024
 
 # One trusted key, or several (a root and a release key during a rotation, say).
@@ -248,21 +249,41 @@ def _refused_signature(reason: str) -> SecurityError:
                          "Refuse this bundle; ask the publisher for a bundle made with edgekit bundle")
 
 
-def _parse_signature(signature_bytes: bytes) -> tuple[str, bytes, dict[str, Any] | None]:
-    """(claimed key id, raw signature, certificate or None) of a signature file."""
+@dataclass(frozen=True)
+class _Entry:
+    """One signature in a signature file: the primary, or a co-signature (threshold signing)."""
+
+    claimed_id: str
+    raw: bytes
+    certificate: dict[str, Any] | None
+
+
+def _entry(document: Any) -> _Entry:
+    if not isinstance(document, dict):
+        raise ValueError("a signature is not an object")
+    raw = base64.b64decode(str(document["sig"]), validate=True)
+    if len(raw) != 64:
+        raise ValueError("an Ed25519 signature is 64 bytes")
+    certificate = document.get("cert")
+    if certificate is not None and not isinstance(certificate, dict):
+        raise ValueError("cert is not an object")
+    return _Entry(str(document.get("keyid", "")), raw, certificate)
+
+
+def _parse_signature(signature_bytes: bytes) -> list[_Entry]:
+    """The signatures of a signature file, the primary first; it must be canonical JSON."""
     try:
         document = json.loads(signature_bytes.decode("utf-8"))
         if not isinstance(document, dict) or document.get("alg") != ALGORITHM:
             raise ValueError("not an ed25519 signature document")
-        raw = base64.b64decode(str(document["sig"]), validate=True)
-        if len(raw) != 64:
-            raise ValueError("an Ed25519 signature is 64 bytes")
-        certificate = document.get("cert")
-        if certificate is not None and not isinstance(certificate, dict):
-            raise ValueError("cert is not an object")
+        if canonical_bytes(document) != signature_bytes:
+            raise ValueError("not in canonical form, so two readers could see different files")
+        cosignatures = document.get("cosignatures", [])
+        if not isinstance(cosignatures, list) or len(cosignatures) > MAX_COSIGNATURES:
+            raise ValueError(f"cosignatures is not a list of at most {MAX_COSIGNATURES}")
+        return [_entry(document), *(_entry(c) for c in cosignatures)]
     except (ValueError, KeyError, UnicodeDecodeError, binascii.Error) as exc:
         raise _refused_signature(str(exc)) from None
-    return str(document.get("keyid", "")), raw, certificate
 
 
 def _certified_key(certificate: dict[str, Any], trusted: dict[str, Ed25519PublicKey], now: float) -> Ed25519PublicKey:
@@ -298,42 +319,83 @@ def _certified_key(certificate: dict[str, Any], trusted: dict[str, Ed25519Public
     return key
 
 
-def verify_signature(manifest_bytes: bytes, signature_bytes: bytes, trusted: Trusted, now: float | None = None) -> str:
-    """Check ``signature_bytes`` over ``manifest_bytes``; return the id of the key that made it.
+def _signer(entry: _Entry, manifest_bytes: bytes, by_id: dict[str, Ed25519PublicKey], now: float) -> str | None:
+    """The id of the trusted (or certified) key that made ``entry``; None when no trusted key vouches for it.
 
-    The key must be one of ``trusted``, or be certified by one of them (an
-    unexpired certificate in the signature file). Raises SecurityError for a
-    malformed signature file, an untrusted or uncertified key, an expired or
-    forged certificate, and a manifest changed after signing.
+    Raises SecurityError when a trusted key's signature does not match (the
+    manifest was changed) or a certificate is forged or expired.
     """
-    import time
-
     from cryptography.exceptions import InvalidSignature
 
-    keys = [trusted] if not isinstance(trusted, Sequence) else list(trusted)
-    by_id = {key_id(k): k for k in keys}
-    claimed_id, raw, certificate = _parse_signature(signature_bytes)
-    if claimed_id in by_id:
-        key = by_id[claimed_id]
-    elif certificate is not None:
-        key = _certified_key(certificate, by_id, time.time() if now is None else now)
-        if key_id(key) != claimed_id:
+    if entry.claimed_id in by_id:
+        key = by_id[entry.claimed_id]
+    elif entry.certificate is not None:
+        key = _certified_key(entry.certificate, by_id, now)
+        if key_id(key) != entry.claimed_id:
             raise _refused_signature("the certificate is for another key than the signature's")
     else:  # the keyid is only a hint: a trusted key whose signature checks out is accepted whatever it claims
         for candidate_id, candidate in by_id.items():
             try:
-                candidate.verify(raw, manifest_bytes)
+                candidate.verify(entry.raw, manifest_bytes)
                 return candidate_id
             except InvalidSignature:
                 continue
-        names = ", ".join(k[:16] for k in by_id)
-        raise SecurityError(f"the manifest is signed by key {claimed_id[:16]}, not by the trusted key {names}",
-                            "Refuse this bundle, or pass the right public key with --key")
+        return None
     try:
-        key.verify(raw, manifest_bytes)
+        key.verify(entry.raw, manifest_bytes)
     except InvalidSignature:
         raise SecurityError(
             "the manifest's signature does not match its contents (the manifest was changed after signing)",
             "Refuse this bundle and fetch it again from the publisher",
         ) from None
     return key_id(key)
+
+
+def verify_signature(manifest_bytes: bytes, signature_bytes: bytes, trusted: Trusted, now: float | None = None,
+                     threshold: int = 1) -> str:
+    """Check ``signature_bytes`` over ``manifest_bytes``; return the id of the key that made the primary signature.
+
+    Each signature's key must be one of ``trusted``, or be certified by one of
+    them (an unexpired certificate in the signature file). With ``threshold``
+    k > 1, k distinct trusted keys must have signed (the primary and
+    co-signatures; an untrusted co-signer does not count). Raises
+    SecurityError for a malformed or non-canonical signature file, an
+    untrusted or uncertified key, an expired or forged certificate, a manifest
+    changed after signing, and too few signers.
+    """
+    import time
+
+    keys = [trusted] if not isinstance(trusted, Sequence) else list(trusted)
+    by_id = {key_id(k): k for k in keys}
+    moment = time.time() if now is None else now
+    primary, *cosignatures = _parse_signature(signature_bytes)
+    signer = _signer(primary, manifest_bytes, by_id, moment)
+    if signer is None:
+        names = ", ".join(k[:16] for k in by_id)
+        raise SecurityError(f"the manifest is signed by key {primary.claimed_id[:16]}, not by the trusted key {names}",
+                            "Refuse this bundle, or pass the right public key with --key")
+    if threshold > 1:
+        signers = {signer} | {s for entry in cosignatures if (s := _signer(entry, manifest_bytes, by_id, moment))}
+        if len(signers) < threshold:
+            raise SecurityError(
+                f"the release is signed by {len(signers)} trusted key(s); this device requires {threshold}",
+                "Refuse this bundle; ask the publisher for one co-signed by enough keys (edgekit cosign)")
+    return signer
+
+
+def cosign(signature_bytes: bytes, manifest_bytes: bytes, private_key: Ed25519PrivateKey,
+           certificate: dict[str, str] | None = None) -> bytes:
+    """``signature_bytes`` with a co-signature of ``manifest_bytes`` by ``private_key`` added (threshold signing)."""
+    document = json.loads(signature_bytes.decode("utf-8"))
+    mine = key_id(private_key.public_key())
+    present = [document.get("keyid")] + [c.get("keyid") for c in document.get("cosignatures", [])]
+    if mine in present:
+        raise InputError(f"key {mine[:16]} has already signed this release", "Co-sign with another key")
+    if certificate is not None and certificate.get("keyid") != mine:
+        raise InputError("the certificate is for another key than the signing key",
+                         "Pass the certificate edgekit certify made for this --key")
+    entry = {"keyid": mine, "sig": base64.b64encode(private_key.sign(manifest_bytes)).decode("ascii"),
+             **({"cert": certificate} if certificate is not None else {})}
+    if len(present) > MAX_COSIGNATURES:
+        raise InputError(f"a release carries at most {MAX_COSIGNATURES} co-signatures", "Co-sign with fewer keys")
+    return canonical_bytes({**document, "cosignatures": [*document.get("cosignatures", []), entry]})

@@ -32,10 +32,10 @@ class StatusCheck:
         return {"check": self.name, "ok": self.ok, "note": self.note}
 
 
-def _signature(folder: Path, trusted: Trusted, now: float) -> tuple[StatusCheck, str | None]:
+def _signature(folder: Path, trusted: Trusted, now: float, threshold: int) -> tuple[StatusCheck, str | None]:
     try:
         key = verify_signature((folder / MANIFEST_NAME).read_bytes(), (folder / SIGNATURE_NAME).read_bytes(),
-                               trusted, now=now)
+                               trusted, now=now, threshold=threshold)
     except OSError as exc:
         return StatusCheck("signature", False, f"cannot read the stored manifest or signature ({exc.strerror})"), None
     except InputError as exc:  # SecurityError included: untrusted key, expired certificate, changed manifest
@@ -43,8 +43,8 @@ def _signature(folder: Path, trusted: Trusted, now: float) -> tuple[StatusCheck,
     return StatusCheck("signature", True, f"signed by key {key[:16]}, trusted now"), key
 
 
-def check_status(root: Path, trusted: Trusted, now: float | None = None, max_age_days: float | None = None
-                 ) -> dict[str, Any]:
+def check_status(root: Path, trusted: Trusted, now: float | None = None, max_age_days: float | None = None,
+                 threshold: int = 1) -> dict[str, Any]:
     """The running release's checks; ``healthy`` when all pass. InputError when no model is installed."""
     moment = time.time() if now is None else now
     if not (root / STATE_NAME).exists():
@@ -60,7 +60,7 @@ def check_status(root: Path, trusted: Trusted, now: float | None = None, max_age
             checks.append(StatusCheck("files", True, f"every file of {version} matches its signed sha256"))
         except InputError as exc:
             return _report(state, version, None, [StatusCheck("files", False, exc.problem)], None)
-        signed, key = _signature(folder, trusted, moment)
+        signed, key = _signature(folder, trusted, moment, threshold)
         checks.append(signed)
         release = manifest["release"]
         expires = parse_utc(release["expires_at"])

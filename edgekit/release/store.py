@@ -370,6 +370,7 @@ def install_bundle(
     target: str | None = None,
     channel: str | None = None,
     group: str | None = None,
+    threshold: int = 1,
 ) -> InstallResult:
     """Verify ``bundle`` and make it the store's current version; keep the one it replaces.
 
@@ -391,7 +392,7 @@ def install_bundle(
             known = revocation.Revocations.from_state(state.get("revocations")) if state else None
             revoked = revocation.newest(known, revocation.embedded(signature, public_key))
             manifest, key_id = check_manifest(manifest_bytes, signature, public_key, app_version=app_version,
-                                              app_version_required=True, revoked=revoked)
+                                              app_version_required=True, revoked=revoked, threshold=threshold)
             model, release = manifest["model"]["name"], manifest["release"]
             identity = device.resolve(_store_identity(store, state), target, channel, root)
             group_name = group or (state.get("group") if state else None)

@@ -122,6 +122,7 @@ def check_manifest(
     app_version: str | None = None,
     app_version_required: bool = False,
     revoked: Revocations | None = None,
+    threshold: int = 1,
 ) -> tuple[dict[str, Any], str]:
     """Check a bundle's manifest and signature; return the manifest and the signing key's id.
 
@@ -136,7 +137,7 @@ def check_manifest(
     """
     if signature is None:
         raise SecurityError("the bundle is not signed (it has no manifest.sig)", _REFUSE)
-    key = verify_signature(manifest_bytes, signature, public_key, now=now)
+    key = verify_signature(manifest_bytes, signature, public_key, now=now, threshold=threshold)
     # The store's remembered list or the one the bundle carries, whichever is newer.
     check_not_revoked(key, newest(revoked, embedded(signature, public_key)))
     manifest = validate_manifest(parse_signed_manifest(manifest_bytes), what="the bundle's manifest", release=True)
@@ -211,6 +212,7 @@ def verify_bundle(
     allow_downgrade: bool = False,
     app_version: str | None = None,
     revoked: Revocations | None = None,
+    threshold: int = 1,
 ) -> VerifiedBundle:
     """Verify ``bundle`` completely, extracting its files into the empty folder ``destination``.
 
@@ -228,6 +230,7 @@ def verify_bundle(
             allow_downgrade=allow_downgrade,
             app_version=app_version,
             revoked=revoked,
+            threshold=threshold,
         )
         reader.extract(file_entries(manifest), destination)
         check_artifacts(manifest, destination)
