@@ -6,6 +6,7 @@ click and cryptography (through edgekit.release), never torch or a converter.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,8 @@ def verify(bundle_path: Path, key_paths: tuple[Path, ...], store: Path | None, a
               help="How long the health check may run before it counts as failed.")
 @click.option("--threshold", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
               help="Require signatures from K distinct trusted keys (threshold signing, see edgekit cosign).")
+@click.option("--index", "index_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="A fresh release index (edgekit index): refuse a release older than the one it lists.")
 @click.option("--no-runtime-check", is_flag=True,
               help="Install although no artifact can run in this machine's runtimes (a store for another machine).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -223,6 +226,7 @@ def install(
     health_check: str | None,
     health_timeout: float,
     threshold: int,
+    index_path: Path | None,
     no_runtime_check: bool,
     as_json: bool,
 ) -> None:
@@ -243,6 +247,13 @@ def install(
 
     command = parse_command(health_check) if health_check is not None else None
     public_key = [load_public_key(path) for path in key_paths]
+    index = None
+    if index_path is not None:
+        import time
+
+        from edgekit.release.index import load_index
+
+        index = load_index(index_path, public_key, time.time(), threshold)
     result = install_bundle(
         bundle_path,
         into,
@@ -256,6 +267,7 @@ def install(
         channel=channel,
         group=group,
         threshold=threshold,
+        index=index,
     )
     messages = {
         "installed": f"installed {result.model} {result.version} into {into}"
@@ -321,17 +333,20 @@ def rollback(into: Path, device_id: str | None, as_json: bool) -> None:
               help="Trusted public key (.pub), as for install (repeatable).")
 @click.option("--max-age", type=click.FloatRange(min=0), metavar="DAYS",
               help="Also fail when the running release was issued more than DAYS ago (a frozen device).")
+@click.option("--index", "index_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="A release index (edgekit index): fail unless it is fresh and lists the running release as current.")
 @click.option("--threshold", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
               help="Require signatures from K distinct trusted keys (threshold signing, see edgekit cosign).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def status(into: Path, key_paths: tuple[Path, ...], max_age: float | None, threshold: int, as_json: bool) -> None:
+def status(into: Path, key_paths: tuple[Path, ...], max_age: float | None, threshold: int, index_path: Path | None,
+           as_json: bool) -> None:
     """Re-check the running release: files, signature and certificate, expiry, revocation (exit 1 if one fails)."""
     from edgekit.errors import DeviceCheckError
     from edgekit.release.signing import load_public_key
     from edgekit.release.status import check_status
 
     report = check_status(into, [load_public_key(path) for path in key_paths], max_age_days=max_age,
-                          threshold=threshold)
+                          threshold=threshold, index_path=index_path)
     lines = [f"{report['model']} {report['version']} in {into}:"]
     lines += [f"  {'ok  ' if c['ok'] else 'FAIL'} {c['check']}: {c['note']}" for c in report["checks"]]
     emit(as_json, report, lines)
@@ -363,4 +378,40 @@ def cosign(bundle_path: Path, key_path: Path, cert_path: Path | None, output: Pa
     emit(as_json, {"bundle": result.as_dict()}, [f"{result.path}: co-signed ({result.version}, {result.target})"])
 
 
-COMMANDS = [bundle, cosign, verify, install, rollback, status]
+@click.command("index")
+@click.argument("bundles", metavar="BUNDLE...", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Private key that signs the index (a release key, or one certified with --cert).")
+@click.option("--cert", "cert_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The key's certificate from edgekit certify.")
+@click.option("--expires-in", type=click.FloatRange(min=0.01, max=24 * 31), default=24.0, show_default=True,
+              metavar="HOURS", help="Hours until devices stop accepting this index; publish a new one before.")
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Index file to write (devices fetch it and pass it to install/status --index).")
+@click.option("--passphrase-env", metavar="VAR", help=PASSPHRASE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def index_command(bundles: tuple[Path, ...], key_path: Path, cert_path: Path | None, expires_in: float, output: Path,
+                  passphrase_env: str | None, as_json: bool) -> None:
+    """Sign a short-lived index of the latest releases among BUNDLE... (the defence against freeze and replay)."""
+    from edgekit.artifact import atomic_write_bytes
+    from edgekit.release.archive import open_bundle
+    from edgekit.release.index import make_index
+    from edgekit.release.signing import load_certificate, load_private_key
+    from edgekit.release.timestamps import release_epoch
+
+    manifests = []
+    for path in bundles:
+        with open_bundle(path) as reader:
+            manifests.append(reader.read_head()[0])
+    key = load_private_key(key_path, passphrase_for(key_path, passphrase_env))
+    issued = release_epoch()
+    certificate = load_certificate(cert_path) if cert_path is not None else None
+    data = make_index(manifests, key, issued, issued + round(expires_in * 3600), certificate)
+    atomic_write_bytes(output, data)
+    listed = json.loads(data)["releases"]
+    emit(as_json, {"index": str(output), "releases": listed},
+         [f"{output}: {len(listed)} release(s), expires in {expires_in:g} h"]
+         + [f"  {r['model']} {r['version']} ({r['target']}, {r['channel']})" for r in listed])
+
+
+COMMANDS = [bundle, cosign, index_command, verify, install, rollback, status]

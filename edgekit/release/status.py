@@ -44,8 +44,12 @@ def _signature(folder: Path, trusted: Trusted, now: float, threshold: int) -> tu
 
 
 def check_status(root: Path, trusted: Trusted, now: float | None = None, max_age_days: float | None = None,
-                 threshold: int = 1) -> dict[str, Any]:
-    """The running release's checks; ``healthy`` when all pass. InputError when no model is installed."""
+                 threshold: int = 1, index_path: Path | None = None) -> dict[str, Any]:
+    """The running release's checks; ``healthy`` when all pass. InputError when no model is installed.
+
+    With ``index_path`` (a release index, ``edgekit.release.index``), the index
+    must be signed, unexpired, and list the running release as current.
+    """
     moment = time.time() if now is None else now
     if not (root / STATE_NAME).exists():
         raise InputError(f"no model is installed in {root}", "Pass the store you install into with --into")
@@ -71,11 +75,28 @@ def check_status(root: Path, trusted: Trusted, now: float | None = None, max_age
         checks.append(StatusCheck("revocation", not revoked,
                                   f"key revoked by list {remembered.serial}" if revoked else
                                   f"not revoked (list {remembered.serial if remembered else 'none seen'})"))
+        if index_path is not None:
+            checks.append(_index_check(index_path, trusted, moment, threshold, manifest,
+                                       store.version_dir(version) / MANIFEST_NAME))
         if max_age_days is not None:
             age = (moment - parse_utc(release["issued_at"])) / 86_400
             checks.append(StatusCheck("freshness", age <= max_age_days,
                                       f"issued {release['issued_at']}, {age:.1f} days ago (limit {max_age_days:g})"))
         return _report(state, version, key, checks, release)
+
+
+def _index_check(path: Path, trusted: Trusted, now: float, threshold: int, manifest: dict[str, Any],
+                 stored: Path) -> StatusCheck:
+    import hashlib
+
+    from edgekit.release.index import behind, load_index
+
+    try:
+        index = load_index(path, trusted, now, threshold)
+    except InputError as exc:  # SecurityError included: expired, untrusted, changed
+        return StatusCheck("index", False, exc.problem)
+    why = behind(index, manifest, hashlib.sha256(stored.read_bytes()).hexdigest())
+    return StatusCheck("index", why is None, why or f"the current release per the index of {index['issued_at']}")
 
 
 def _report(state: dict[str, Any], version: str, key: str | None, checks: list[StatusCheck],

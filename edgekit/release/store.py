@@ -40,6 +40,7 @@ from typing import Any
 from edgekit.artifact import sha256_file
 from edgekit.errors import InputError, SecurityError
 from edgekit.release import device, revocation, rollout
+from edgekit.release import index as release_index
 from edgekit.release.archive import open_bundle
 from edgekit.release.manifest import MANIFEST_NAME, canonical_bytes
 from edgekit.release.runtimes import RuntimeFit, check_runtimes
@@ -371,6 +372,7 @@ def install_bundle(
     channel: str | None = None,
     group: str | None = None,
     threshold: int = 1,
+    index: dict[str, Any] | None = None,
 ) -> InstallResult:
     """Verify ``bundle`` and make it the store's current version; keep the one it replaces.
 
@@ -378,7 +380,8 @@ def install_bundle(
     bundle's target and channel against the store's device identity (``target``
     and ``channel`` name it at the first install, see ``device``); check that
     some artifact can run in this device's runtimes (``runtime_check``); decide the
-    rollout; extract into ``.staging-*`` while checking every file; share it
+    rollout (with a verified release ``index``, refuse a release older than the one it
+    lists); extract into ``.staging-*`` while checking every file; share it
     with the store's group (``group``, remembered from the first install that
     names one: folders 0750, files 0640); rename
     that into ``versions/``; switch ``state.json``; log; remove versions that
@@ -406,6 +409,10 @@ def install_bundle(
                     "Install each model into its own store (--into)",
                 )
             manifest_sha = sha256_bytes(manifest_bytes)
+            stale = release_index.behind(index, manifest, manifest_sha) if index is not None else None
+            if stale:
+                raise SecurityError(stale, "Refuse it and install the latest release; a device served an old release "
+                                           "it did not ask for may be under a freeze or replay attack")
             base = {"model": model, "version": version_text, "device_id": device_id,
                     "rollout_percentage": release["rollout_percentage"], "runtimes": fits}
             early = _unchanged_or_refused(store, state, version_text, manifest_sha, allow_downgrade, base)
