@@ -287,6 +287,10 @@ def _state_problem(state: Any) -> str | None:
         return "group is not a group name"
     if "revocations" in state and revocation.Revocations.from_state(state["revocations"]) is None:
         return "the remembered revocation list is damaged"
+    kept = state.get("kept", {})
+    if not isinstance(kept, dict) or not all(isinstance(r, dict) and all(isinstance(r.get(k), str) for k in _RECORD_KEYS)
+                                             for r in kept.values()):
+        return "kept is not a map of version records"
     rolled_back = state.get("rolled_back", [])
     if not isinstance(rolled_back, list) or not all(isinstance(v, str) for v in rolled_back):
         return "rolled_back is not a list of versions"
@@ -423,21 +427,66 @@ def install_bundle(
             bundle_sha = _stage_version(store, state, reader, manifest, manifest_bytes, signature)
         record = {**_record(version_text, manifest_bytes, bundle_sha), "key_id": key_id}
         blocked = [v for v in (state or {}).get("rolled_back", []) if v != version_text]  # a forced install unblocks
+        kept = _kept_for_rollback(state, release["rollback_to"], version_text)
         store.write_state({"schema": STATE_VERSION, "model": model, "device": identity.as_dict(), "current": record,
                            "previous": current, **({"rolled_back": blocked} if blocked else {}),
+                           **({"kept": kept} if kept else {}),
                            **({"revocations": revoked.as_dict()} if revoked else {}),
                            **({"group": group_name} if group_name else {})})
-        downgrade = bool(current) and parse_semver(version_text) < parse_semver(current["version"])
-        store.log({"event": "install", "time": record["installed_at"], "model": model, "version": version_text,
-                   "sha256": bundle_sha, "manifest_sha256": record["manifest_sha256"], "key_id": key_id,
-                   "previous": current["version"] if current else None, "device_id": device_id,
-                   "channel": release["channel"], "target": release["target"], "forced": force,
-                   "downgrade": downgrade,
-                   "runtimes": {f.path: f.status for f in fits} if runtime_check else "not checked"})
-        store.prune({version_text} | ({current["version"]} if current else set()))
+        store.log(_install_entry(record, model, release, current, device_id, force,
+                                 {f.path: f.status for f in fits} if runtime_check else "not checked"))
+        store.prune({version_text, *kept} | ({current["version"]} if current else set()))
         bucket = rollout.bucket(model, version_text, device_id) if device_id is not None else None
         return InstallResult("installed", previous=current["version"] if current else None, bucket=bucket,
                              sha256=bundle_sha, path=store.version_dir(version_text), **base)
+
+
+def _install_entry(record: dict[str, Any], model: str, release: dict[str, Any], current: dict[str, Any] | None,
+                   device_id: str | None, forced: bool, runtimes: Any) -> dict[str, Any]:
+    """The install log's line for an install of ``record``."""
+    version = record["version"]
+    return {"event": "install", "time": record["installed_at"], "model": model, "version": version,
+            "sha256": record["sha256"], "manifest_sha256": record["manifest_sha256"], "key_id": record["key_id"],
+            "previous": current["version"] if current else None, "device_id": device_id,
+            "channel": release["channel"], "target": release["target"], "forced": forced,
+            "downgrade": bool(current) and parse_semver(version) < parse_semver(current["version"]),
+            "runtimes": runtimes}
+
+
+def _records(state: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Every version the store keeps, by version: current, previous, and any kept as a release's rollback_to."""
+    if not state:
+        return {}
+    kept = {state["current"]["version"]: state["current"], **state.get("kept", {})}
+    if state.get("previous"):
+        kept[state["previous"]["version"]] = state["previous"]
+    return kept
+
+
+def _kept_for_rollback(state: dict[str, Any] | None, rollback_to: str | None, new: str) -> dict[str, dict[str, Any]]:
+    """The record of the new release's ``rollback_to`` when the store has that version and would otherwise drop it."""
+    current = state["current"]["version"] if state else None
+    record = _records(state).get(rollback_to) if rollback_to else None
+    return {rollback_to: record} if record is not None and rollback_to not in (new, current) else {}  # type: ignore[dict-item]
+
+
+def _fallback(store: Store, state: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """Where leaving the current version goes, and the ``rollback_to`` its release names (or None).
+
+    The named version when the store keeps it intact, else the previous one.
+
+    The version being left may be the broken one: its rollback_to is read, never required intact.
+    """
+    current = state["current"]["version"]
+    try:
+        leaving = json.loads((store.version_dir(current) / MANIFEST_NAME).read_text(encoding="utf-8"))
+        rollback_to = leaving["release"]["rollback_to"]
+    except (OSError, ValueError, KeyError, TypeError):
+        rollback_to = None
+    records = {v: r for v, r in _records(state).items() if v != current}
+    if rollback_to in records and _intact(store, rollback_to):
+        return records[rollback_to], rollback_to
+    return state.get("previous"), rollback_to
 
 
 def _store_identity(store: Store, state: dict[str, Any] | None) -> device.DeviceIdentity | None:
@@ -587,38 +636,25 @@ def rollback(root: Path, device_id: str | None = None) -> RollbackResult:
         state = store.state()
         if state is None:
             raise InputError(f"no model is installed in {root}", "Pass the store you install into with --into")
-        current, previous = state["current"], state.get("previous")
-        if previous is None:
+        current = state["current"]
+        target, rollback_to = _fallback(store, state)
+        if target is None:
             raise InputError(
                 f"store {root} keeps no previous version to roll back to",
                 "Install the version you want with --allow-downgrade",
             )
-        store.check_version_intact(previous["version"])
-        # The version being left may be the broken one: read its rollback-to hint, never require it intact.
-        try:
-            leaving = json.loads((store.version_dir(current["version"]) / MANIFEST_NAME).read_text(encoding="utf-8"))
-            rollback_to = leaving["release"]["rollback_to"]
-        except (OSError, ValueError, KeyError, TypeError):
-            rollback_to = None
+        store.check_version_intact(target["version"])
         # Remember the version left behind, so that an updater polling for "newer than installed" does not
         # reinstall the release that was just rolled back (install refuses it as "blocked" unless forced).
-        blocked = sorted({*state.get("rolled_back", []), current["version"]} - {previous["version"]})
-        store.write_state({**state, "current": previous, "previous": current, "rolled_back": blocked})
-        store.log(
-            {
-                "event": "rollback",
-                "time": _now(),
-                "model": state["model"],
-                "version": previous["version"],
-                "sha256": previous["sha256"],
-                "manifest_sha256": previous["manifest_sha256"],
-                "previous": current["version"],
-                "device_id": device_id,
-            }
-        )
-        return RollbackResult(
-            state["model"], previous["version"], current["version"], rollback_to, store.version_dir(previous["version"])
-        )
+        blocked = sorted({*state.get("rolled_back", []), current["version"]} - {target["version"]})
+        store.write_state({**{k: v for k, v in state.items() if k != "kept"}, "current": target, "previous": current,
+                           "rolled_back": blocked})
+        store.prune({target["version"], current["version"]})
+        store.log({"event": "rollback", "time": _now(), "model": state["model"], "version": target["version"],
+                   "sha256": target["sha256"], "manifest_sha256": target["manifest_sha256"],
+                   "previous": current["version"], "device_id": device_id, "rollback_to": rollback_to})
+        return RollbackResult(state["model"], target["version"], current["version"], rollback_to,
+                              store.version_dir(target["version"]))
 
 
 def revert_install(root: Path, version: str, device_id: str | None, why: dict[str, Any]) -> str | None:
@@ -634,18 +670,20 @@ def revert_install(root: Path, version: str, device_id: str | None, why: dict[st
         if state is None or state["current"]["version"] != version:
             raise InputError(f"store {root} no longer has {version} current (another install ran meanwhile)",
                              "Check the store with edgekit verify --store, then roll back by hand if needed")
-        previous = state.get("previous")
+        previous, (target, _) = state.get("previous"), _fallback(store, state)
         entry = {"event": "health-check-failed", "time": _now(), "model": state["model"], "version": version,
                  "device_id": device_id, "health_check": why}
-        if previous is None:
+        if target is None:
             (store.root / STATE_NAME).unlink()
             _fsync_dir(store.root)
             store.remove_version(version)
             store.log({**entry, "now": None})
             return None
-        store.check_version_intact(previous["version"])
-        blocked = sorted({*state.get("rolled_back", []), version} - {previous["version"]})
-        store.write_state({**state, "current": previous, "previous": None, "rolled_back": blocked})
-        store.remove_version(version)
-        store.log({**entry, "now": previous["version"]})
-        return str(previous["version"])
+        store.check_version_intact(target["version"])
+        blocked = sorted({*state.get("rolled_back", []), version} - {target["version"]})
+        still_previous = previous if previous is not None and previous["version"] != target["version"] else None
+        store.write_state({**{k: v for k, v in state.items() if k != "kept"}, "current": target,
+                           "previous": still_previous, "rolled_back": blocked})
+        store.prune({target["version"], *([still_previous["version"]] if still_previous else [])})
+        store.log({**entry, "now": target["version"]})
+        return str(target["version"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -499,3 +500,51 @@ def test_an_app_running_as_another_user_reads_the_model_through_its_group(kit: M
             expected = 0o750 if path.is_dir() else 0o640
             assert path.stat().st_gid == os.getgid() and mode == expected, (path, oct(mode))
     assert _state(store)["group"] == group
+
+
+def _release_naming_rollback_to(kit: ModuleType, tmp_path: Path, keys: Keys, version: str, rollback_to: str) -> Path:
+    build = kit.make_build(tmp_path / f"build-rb-{version}", seed=f"rb-{version}")
+    made = kit.run("bundle", build, "--key", keys.private, "--version", version, "-o", tmp_path / "rb",
+                   "-t", "raspberry-pi-4", "--rollback-to", rollback_to, "--json")
+    assert made.exit_code == 0, made.stderr
+    return Path(made.json()["bundles"][0]["path"])
+
+
+def test_rollback_goes_where_the_release_says_when_the_store_kept_it(kit: ModuleType, tmp_path: Path, keys: Keys,
+                                                                      bundles: dict[str, Path]) -> None:
+    """1.1.0 turned out bad too, so 1.2.0 names 1.0.0 as its way back: the store keeps 1.0.0 and goes there."""
+    store = tmp_path / "store"
+    _install(kit, bundles["1.0.0"], store, keys)
+    _install(kit, bundles["1.1.0"], store, keys)
+    _install(kit, _release_naming_rollback_to(kit, tmp_path, keys, "1.2.0", "1.0.0"), store, keys)
+    assert sorted(p.name for p in (store / "versions").iterdir()) == ["1.0.0", "1.1.0", "1.2.0"]
+    assert list(_state(store)["kept"]) == ["1.0.0"]
+
+    back = kit.run("rollback", "--into", store, "--json")
+    assert back.exit_code == 0 and back.json()["version"] == "1.0.0" and back.json()["rollback_to"] == "1.0.0"
+    state = _state(store)
+    assert state["current"]["version"] == "1.0.0" and state["previous"]["version"] == "1.2.0"
+    assert "kept" not in state and sorted(p.name for p in (store / "versions").iterdir()) == ["1.0.0", "1.2.0"]
+
+
+def test_a_failed_health_check_also_returns_to_rollback_to(kit: ModuleType, tmp_path: Path, keys: Keys,
+                                                           bundles: dict[str, Path]) -> None:
+    store = tmp_path / "store"
+    _install(kit, bundles["1.0.0"], store, keys)
+    _install(kit, bundles["1.1.0"], store, keys)
+    failing = f"{sys.executable} -c 'raise SystemExit(3)'"
+    bad = _release_naming_rollback_to(kit, tmp_path, keys, "1.2.0", "1.0.0")
+    outcome = _install(kit, bad, store, keys, "--health-check", failing)
+    assert outcome.exit_code == 1 and "rolled back to 1.0.0" in outcome.stderr
+    state = _state(store)
+    assert state["current"]["version"] == "1.0.0" and state["previous"]["version"] == "1.1.0"
+
+
+def test_a_rollback_to_the_store_never_had_falls_back_to_the_previous_version(
+    kit: ModuleType, tmp_path: Path, keys: Keys, bundles: dict[str, Path]
+) -> None:
+    store = tmp_path / "store"
+    _install(kit, bundles["1.1.0"], store, keys)
+    _install(kit, _release_naming_rollback_to(kit, tmp_path, keys, "1.2.0", "1.0.0"), store, keys)
+    back = kit.run("rollback", "--into", store, "--json")
+    assert back.json()["version"] == "1.1.0" and back.json()["rollback_to"] == "1.0.0"
