@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from edgekit import backends
@@ -41,6 +42,11 @@ def test_a_crashing_converter_is_contained(tiny_cnn, tmp_path: Path, monkeypatch
     result = Build(_inputs(tiny_cnn, tmp_path)).run()
     manifest = result.manifest
     assert {a["precision"] for a in manifest["artifacts"]} == {"fp32", "int8", "int4"}
+    # Devices check inputs against the range calibration saw: a subset of the data's own range.
+    (spec,) = manifest["model"]["inputs"]
+    x = np.load(tiny_cnn.data)[spec["name"]]
+    low, high = spec["range"]
+    assert x.min() <= low < high <= x.max()
     target = manifest["targets"][0]
     assert target["status"] == "error"
     assert any("converter exploded" in m for m in target["messages"])

@@ -14,6 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgekit import __version__, backends
 from edgekit.errors import InternalError
 from edgekit.pipeline.inputs import BuildInputs
@@ -32,6 +34,23 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
+def interface(prepared: Prepared) -> list[dict[str, Any]]:
+    """The model's inputs as devices check them: name, shape, dtype and the value range calibration saw.
+
+    ``range`` ([min, max] over the calibration split) is what quantized
+    artifacts were scaled for; the device runtime refuses inputs far outside it.
+    """
+    calibration = prepared.split.calibration.inputs
+    entries = []
+    for spec in prepared.input_specs:
+        entry = spec.as_dict()
+        values = calibration.get(spec.name)
+        if values is not None and values.size and np.issubdtype(values.dtype, np.number):
+            entry["range"] = [float(values.min()), float(values.max())]
+        entries.append(entry)
+    return entries
+
+
 def assemble(inputs: BuildInputs, prepared: Prepared, targets: list[dict[str, Any]],
              artifacts: list[dict[str, Any]]) -> dict[str, Any]:
     """The manifest document (schema ``SCHEMA_VERSION``)."""
@@ -45,7 +64,7 @@ def assemble(inputs: BuildInputs, prepared: Prepared, targets: list[dict[str, An
             "version": section.version,
             "source": prepared.model.description,
             "source_sha256": prepared.model.sha256,
-            "inputs": [s.as_dict() for s in prepared.input_specs],
+            "inputs": interface(prepared),
             "outputs": list(prepared.output_names),
             "compression": list(prepared.compression),
             "macs": prepared.base.macs,

@@ -31,7 +31,7 @@ _ANNOTATIONS = {"$schema", "$id", "$defs", "title", "description"}
 _ASSERTIONS = {
     "$ref", "type", "const", "enum", "anyOf",
     "properties", "required", "additionalProperties", "propertyNames", "minProperties", "maxProperties",
-    "items", "maxItems",
+    "items", "minItems", "maxItems",
     "pattern", "minLength", "maxLength",
     "minimum", "maximum",
 }  # fmt: skip
@@ -173,6 +173,8 @@ def _validate(value: Any, schema: dict[str, Any], root: dict[str, Any], path: st
         if "maximum" in schema and value > schema["maximum"]:
             errors.append(f"{path}: {value} is above the maximum {schema['maximum']}")
     elif isinstance(value, list):
+        if "minItems" in schema and len(value) < schema["minItems"]:
+            errors.append(f"{path}: fewer than {schema['minItems']} items")
         if "maxItems" in schema and len(value) > schema["maxItems"]:
             errors.append(f"{path}: more than {schema['maxItems']} items")
         if isinstance(schema.get("items"), dict):

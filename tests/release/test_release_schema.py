@@ -86,6 +86,9 @@ MUTATIONS: dict[str, Callable[[dict[str, Any]], None]] = {
     "empty min runtime": _set("artifacts.0.min_runtime_version", ""),
     "model inputs": _set("model.inputs", [{"name": "x", "shape": ["batch", 1, 28, 28], "dtype": "float32"}]),
     "model inputs bad": _set("model.inputs", [{"name": "x"}]),
+    "input range": _set("model.inputs", [{"name": "x", "shape": [None, 4], "dtype": "float32", "range": [-1, 2.5]}]),
+    "input range of one": _set("model.inputs", [{"name": "x", "shape": [None], "dtype": "float32", "range": [0.0]}]),
+    "input range of three": _set("model.inputs", [{"name": "x", "shape": [None], "dtype": "int64", "range": [0, 1, 2]}]),
     "target errors": _set("targets.0.errors", [{"artifact": "onnx int8", "message": "boom", "exit_code": 3}]),
     "artifact weights detail": _set("artifacts.0.weights", {"by_precision": {"int8": 10}}),
     "check status bad": _set("artifacts.0.checks.0.status", "ok"),
@@ -112,7 +115,7 @@ RELEASE_MUTATIONS: dict[str, Callable[[dict[str, Any]], None]] = {
 
 VALID = {
     "unchanged", "prerelease version", "size as integral float", "open metrics", "null min runtime",
-    "platform min runtime", "model inputs", "target errors", "artifact weights detail", "check limit null",
+    "platform min runtime", "model inputs", "input range", "target errors", "artifact weights detail", "check limit null",
     "no data is fine", "release unchanged", "rollback_to null",
 }  # fmt: skip
 
