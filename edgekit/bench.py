@@ -21,6 +21,11 @@ Sessions that time themselves (``time_runs(feeds, runs, warmup) -> list[float]``
 in seconds, e.g. a LiteRT interpreter living in its own process) are timed by
 that method so IPC never enters the figures; other sessions are timed here
 with ``time.perf_counter`` around ``session.run``.
+
+With ``micro_batch`` set, the child then also serves the artifact through a
+``MicroBatcher(max_batch=batch)`` fed by ``batch`` client threads that each
+send one sample per request (``measure_micro_batch``): the gateway's view, next
+to the direct batch-``batch`` figures it approaches at best.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -66,6 +72,8 @@ class BenchRequest:
     ``duration_s`` set, the number of runs is chosen to fill about that many
     seconds instead. ``data`` is an ``.npz`` of real inputs (arrays named after
     the inputs, or ``x``); without it inputs are random with a fixed ``seed``.
+    With ``micro_batch``, the same session is also measured through a
+    micro-batcher of ``max_batch=batch`` and ``max_wait_ms`` (``measure_micro_batch``).
     """
 
     artifact: str
@@ -76,6 +84,8 @@ class BenchRequest:
     duration_s: float | None = None
     data: str | None = None
     seed: int = 0
+    micro_batch: bool = False
+    max_wait_ms: float = 2.0
 
     def __post_init__(self) -> None:
         if self.threads < 1 or self.batch < 1:
@@ -84,6 +94,8 @@ class BenchRequest:
             raise errors.InputError("runs must be >= 1 and warmup >= 0", "Fix --runs/--warmup")
         if self.duration_s is not None and self.duration_s <= 0:
             raise errors.InputError("the time budget must be positive", "Pass --duration in seconds, e.g. 5")
+        if not math.isfinite(self.max_wait_ms) or self.max_wait_ms < 0:
+            raise errors.InputError("the micro-batcher's wait must be >= 0 ms", "Pass --max-wait in ms, e.g. 2")
 
 
 # ------------------------------------------------------------------- memory
@@ -328,6 +340,8 @@ def measure(request: BenchRequest) -> dict[str, Any]:
         runs = int(min(MAX_RUNS, max(MIN_RUNS_FOR_DURATION, request.duration_s / max(per_run, 1e-7))))
     times = time_runs(session, feeds, runs, 0)
     stats = summarize(times)
+    micro = measure_micro_batch(session, feeds, request, runs, request.batch * 1e3 / stats["mean"]
+                                if stats["mean"] > 0 else None) if request.micro_batch else None
 
     memory = _memory(session, baseline_mb, child_baseline_mb)
     runtime_name, runtime_version = info(fmt).runtime, _runtime_version(fmt)
@@ -364,7 +378,101 @@ def measure(request: BenchRequest) -> dict[str, Any]:
         "memory": memory,
         **({"cold_start_note": "includes starting the runtime's isolated process"}
            if memory["process"] == "runtime child process" else {}),
+        **({"micro_batch": micro} if micro is not None else {}),
     }
+
+
+# ------------------------------------------------------------------- micro-batching
+
+
+def measure_micro_batch(session: Session, feeds: dict[str, np.ndarray], request: BenchRequest, runs: int,
+                        direct_samples_per_s: float | None) -> dict[str, Any]:
+    """Serve ``session`` through ``MicroBatcher(max_batch=B, max_wait_ms)`` to B client threads (B = batch).
+
+    Each client owns one sample (a row of ``feeds``) and sends it one request at a time: ``warmup`` untimed
+    requests, then ``runs`` timed ones (with a time budget, until it runs out), so the timed phase carries as
+    many samples as the direct measurement. Latency is per request, submit to result; throughput is every
+    timed sample over the phase's wall time; batch counts cover the timed phase only. ``vs_direct`` divides
+    the throughput by ``direct_samples_per_s`` (direct batch-B calls in the same process: the ideal).
+    """
+    from edgekit.runtime.batcher import MicroBatcher
+
+    clients = request.batch
+    samples = [{name: array[i : i + 1] for name, array in feeds.items()} for i in range(clients)]
+    marks: dict[str, Any] = {}
+    with MicroBatcher(session.run, max_batch=clients, max_wait_ms=request.max_wait_ms) as batcher:
+
+        def start() -> None:  # the barrier's action: once, after every client's warm-up, before any timed request
+            marks["stats"], marks["start"] = batcher.stats(), time.perf_counter()
+
+        times = _drive_clients(batcher, samples, request.warmup, runs, request.duration_s, start)
+        wall_s = time.perf_counter() - marks["start"]
+        before, after = marks["stats"], batcher.stats()
+    batches = int(after["batches"] - before["batches"])
+    sizes = {int(key.removeprefix("batches_of_")): int(count - before.get(key, 0.0))
+             for key, count in after.items() if key.startswith("batches_of_")}
+    samples_per_s = len(times) / wall_s if wall_s > 0 else None
+    return {
+        "max_batch": clients,
+        "max_wait_ms": request.max_wait_ms,
+        "clients": clients,
+        "requests": len(times),
+        "samples_per_request": 1,
+        "latency_ms": summarize(times),
+        "throughput": {"samples_per_s": None if samples_per_s is None else round(samples_per_s, 3)},
+        "batches": batches,
+        "mean_batch_size": round((after["samples"] - before["samples"]) / batches, 3) if batches else None,
+        "batch_sizes": {str(size): count for size, count in sorted(sizes.items()) if count > 0},
+        "vs_direct": round(samples_per_s / direct_samples_per_s, 4)
+        if samples_per_s and direct_samples_per_s else None,
+    }
+
+
+def _drive_clients(call: Any, samples: list[dict[str, np.ndarray]], warmup: int, runs: int,
+                   duration_s: float | None, on_start: Any) -> list[float]:
+    """Seconds per timed request of one thread per sample, all started together; a client's error is re-raised.
+
+    ``on_start()`` runs once every client has warmed up and before any timed request; with ``duration_s`` the
+    clients stop once that many seconds have passed (after at least MIN_RUNS_FOR_DURATION requests each).
+    """
+    per_client: list[list[float]] = [[] for _ in samples]
+    failures: list[BaseException] = []
+    deadline: list[float] = []
+
+    def started() -> None:
+        on_start()
+        deadline.append(time.perf_counter() + duration_s if duration_s is not None else math.inf)
+
+    ready = threading.Barrier(len(samples), action=started)
+
+    def client(index: int) -> None:
+        sample, times, clock = samples[index], per_client[index], time.perf_counter
+        try:
+            for _ in range(warmup):
+                call(sample)
+            ready.wait()
+            for done in range(1, runs + 1):
+                begin = clock()
+                call(sample)
+                end = clock()
+                times.append(end - begin)
+                if end > deadline[0] and done >= MIN_RUNS_FOR_DURATION:
+                    break
+        except threading.BrokenBarrierError:
+            pass  # another client failed before the start: its error is the one reported
+        except Exception as exc:
+            failures.append(exc)
+            ready.abort()  # release the clients waiting for this one
+
+    threads = [threading.Thread(target=client, args=(i,), name=f"bench-client-{i}", daemon=True)
+               for i in range(len(samples))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    return [t for times in per_client for t in times]
 
 
 def _memory(session: Session, baseline_mb: float | None, child_baseline_mb: float | None) -> dict[str, Any]:
@@ -470,12 +578,16 @@ def bench(
     seed: int = 0,
     machine: dict[str, Any] | None = None,
     progress: Any = None,
+    micro_batch: bool = False,
+    max_wait_ms: float = 2.0,
 ) -> list[dict[str, Any]]:
     """Measure every artifact × thread count × batch size, each in its own child process.
 
     Artifacts this machine cannot run (Core ML off macOS) give one result with
     a ``skipped`` reason instead of figures. ``progress(text)`` is called before
-    each measurement. Every result carries ``machine``.
+    each measurement. Every result carries ``machine``. With ``micro_batch``
+    each result also holds ``micro_batch``: the same artifact served through a
+    micro-batcher of max batch = the batch size (``measure_micro_batch``).
     """
     from edgekit.backends import detect_format
 
@@ -496,7 +608,7 @@ def bench(
                 if progress:
                     progress(f"{path.name}: threads={thread_count} batch={batch}")
                 request = BenchRequest(str(path), thread_count, batch, warmup, runs, duration_s,
-                                       None if data is None else str(data), seed)
+                                       None if data is None else str(data), seed, micro_batch, max_wait_ms)
                 results.append({**run_isolated(request), "machine": machine})
     return results
 
@@ -552,6 +664,9 @@ CSV_COLUMNS = (
     "machine", "artifact", "format", "runtime", "runtime_version", "threads", "batch", "runs", "cold_start_ms",
     *(f"{s}_ms" for s in STATISTICS), "inferences_per_s", "samples_per_s", "peak_rss_mb", "baseline_rss_mb",
     "model_rss_mb", "budget_verdicts", "skipped",
+    # Empty unless measured with --micro-batch; last, so the columns above keep their positions.
+    "micro_batch_samples_per_s", "micro_batch_p50_ms", "micro_batch_p99_ms", "micro_batch_mean_batch_size",
+    "micro_batch_vs_direct",
 )
 
 
@@ -565,6 +680,7 @@ def csv_rows(document: dict[str, Any]) -> list[dict[str, Any]]:
         memory = result.get("memory", {})
         throughput = result.get("throughput", {})
         verdicts = result.get("budgets", [])
+        micro = result.get("micro_batch") or {}
         rows.append({
             "machine": short_name(result.get("machine") or document.get("machine", {})),
             "artifact": result.get("artifact"),
@@ -583,6 +699,11 @@ def csv_rows(document: dict[str, Any]) -> list[dict[str, Any]]:
             "model_rss_mb": memory.get("model_rss_mb"),
             "budget_verdicts": "; ".join(f"{v['target']}:{v['budget']}={v['status']}" for v in verdicts),
             "skipped": result.get("skipped", ""),
+            "micro_batch_samples_per_s": micro.get("throughput", {}).get("samples_per_s"),
+            "micro_batch_p50_ms": micro.get("latency_ms", {}).get("p50"),
+            "micro_batch_p99_ms": micro.get("latency_ms", {}).get("p99"),
+            "micro_batch_mean_batch_size": micro.get("mean_batch_size"),
+            "micro_batch_vs_direct": micro.get("vs_direct"),
         })
     return rows
 
@@ -599,6 +720,12 @@ COMPARED_METRICS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("throughput /s", ("throughput", "samples_per_s"), True),
     ("peak RSS MiB", ("memory", "peak_rss_mb"), False),
     ("model RSS MiB", ("memory", "model_rss_mb"), False),
+)
+# Compared only when either side was measured with --micro-batch, so other comparisons keep their rows.
+MICRO_BATCH_METRICS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
+    ("micro-batch /s", ("micro_batch", "throughput", "samples_per_s"), True),
+    ("micro-batch p50 ms", ("micro_batch", "latency_ms", "p50"), False),
+    ("micro-batch p99 ms", ("micro_batch", "latency_ms", "p99"), False),
 )
 
 
@@ -635,7 +762,8 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     rows = []
     for ra, rb in pairs:
         metrics = []
-        for label, keys, higher_is_better in COMPARED_METRICS:
+        micro = MICRO_BATCH_METRICS if "micro_batch" in ra or "micro_batch" in rb else ()
+        for label, keys, higher_is_better in (*COMPARED_METRICS, *micro):
             va, vb = _get(ra, keys), _get(rb, keys)
             ratio = round(vb / va, 4) if va and vb is not None else None
             metrics.append({"metric": label, "a": va, "b": vb, "ratio": ratio, "higher_is_better": higher_is_better})

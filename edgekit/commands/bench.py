@@ -62,6 +62,7 @@ def bench() -> None:
 
     \b
       edgekit bench model.tflite model.onnx --threads 1,4 --json > pi4.json
+      edgekit bench model.onnx --batch 1,8,32 --micro-batch
       edgekit bench compare pi4.json pi5.json
     """
 
@@ -77,6 +78,11 @@ def bench() -> None:
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Real inputs: .npz with arrays named after the inputs, or 'x'.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random inputs.")
+@click.option("--micro-batch", "micro_batch", is_flag=True,
+              help="Also serve each batch size B through a micro-batcher (max batch B) to B client threads "
+                   "sending one sample per request: throughput and per-request latency.")
+@click.option("--max-wait", "max_wait", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="The micro-batcher's longest wait for a batch to fill, in ms (with --micro-batch).")
 @click.option("--target", "-t", "targets", multiple=True, metavar="NAME_OR_TOML",
               help="Check the latency and RAM budgets of this profile (exit 1 when missed). Repeatable.")
 @click.option("--latency-stat", type=click.Choice(["p50", "p90", "p99", "mean"]), default="p50", show_default=True,
@@ -96,6 +102,8 @@ def run(
     warmup: int,
     data: Path | None,
     seed: int,
+    micro_batch: bool,
+    max_wait: float,
     targets: tuple[str, ...],
     latency_stat: str,
     label: str | None,
@@ -124,6 +132,7 @@ def run(
         results = core.bench(
             list(artifacts), threads, batch, warmup=warmup, runs=runs, duration_s=duration, data=data, seed=seed,
             machine=machine, progress=lambda text: status.update(f"benchmarking {text}"),
+            micro_batch=micro_batch, max_wait_ms=max_wait,
         )
 
     failures = []
@@ -211,7 +220,7 @@ def _compact(value: float | None) -> str:
     for limit, unit, suffix in ((1e6, 1e6, "M"), (1e4, 1e3, "k")):
         if value >= limit:
             return f"{value / unit:.3g}{suffix}"
-    return f"{value:.3g}"
+    return f"{value:.0f}" if value >= 1000 else f"{value:.3g}"  # 8230, not 8.23e+03
 
 
 def _ratio(ratio: float | None, higher_is_better: bool) -> str:
@@ -257,6 +266,7 @@ def _print_results(console: Console, document: dict[str, Any]) -> None:
     console.print(table)
     console.print("[dim]times in ms · /s: samples per second · peak: process RSS in MiB · "
                   "model: peak minus the bare runtime's baseline[/]")
+    _print_micro_batch(console, document["results"])
     for result in document["results"]:
         if "skipped" in result:
             console.print(f"[yellow]skipped {result['artifact']}:[/] {result['skipped']}")
@@ -268,6 +278,38 @@ def _print_results(console: Console, document: dict[str, Any]) -> None:
                 f"({v['note']}) [{style}]{v['status']}[/]",
                 highlight=False,
             )
+
+
+def _print_micro_batch(console: Console, results: list[dict[str, Any]]) -> None:
+    """The micro-batcher's table (``--micro-batch``), next to the direct batch-B figures of the same run."""
+    measured = [r for r in results if "micro_batch" in r]
+    if not measured:
+        return
+    # Direct one-sample calls of the same artifact and threads, when the sweep has batch 1: what a gateway
+    # that serves each request on its own gets, so ×bs1 is the gain of batching.
+    single = {(r["artifact"], r["threads"]): r["throughput"]["samples_per_s"] for r in measured if r["batch"] == 1}
+    columns = ("thr", "B", "direct/s", "micro/s", "×direct", "×bs1", "p50", "p99", "mean bs")
+    rows = []
+    for result in measured:
+        micro, direct = result["micro_batch"], result["throughput"]["samples_per_s"]
+        per_s, one = micro["throughput"]["samples_per_s"], single.get((result["artifact"], result["threads"]))
+        rows.append([
+            result["artifact"], str(result["threads"]), str(result["batch"]), _compact(direct), _compact(per_s),
+            _fmt(micro["vs_direct"]), _fmt(per_s / one if per_s and one else None),
+            _fmt(micro["latency_ms"]["p50"]), _fmt(micro["latency_ms"]["p99"]), _fmt(micro["mean_batch_size"]),
+        ])
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0),
+                  title=f"micro-batcher: B clients, 1 sample per request, max batch B, "
+                        f"max wait {_fmt(measured[0]['micro_batch']['max_wait_ms'])} ms", title_justify="left")
+    table.add_column("artifact", min_width=8, overflow="fold")
+    for index, column in enumerate(columns, start=1):
+        widest = max([len(column), *(len(row[index]) for row in rows)])
+        table.add_column(column, justify="right", no_wrap=True, min_width=widest)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    console.print("[dim]direct/s: batch-B calls (the ideal) · ×direct: micro/s over it · ×bs1: over direct "
+                  "batch-1 calls · p50, p99: per-request latency in ms, submit to result · mean bs: samples per run[/]")
 
 
 def _to_csv(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
