@@ -211,6 +211,12 @@ def verify(bundle_path: Path, key_paths: tuple[Path, ...], store: Path | None, a
               help="A fresh release index (edgekit index): refuse a release older than the one it lists.")
 @click.option("--no-runtime-check", is_flag=True,
               help="Install although no artifact can run in this machine's runtimes (a store for another machine).")
+@click.option("--candidate", "candidate_percent", type=click.IntRange(1, 100), metavar="PERCENT",
+              help="Keep the release as an A/B candidate for PERCENT of units beside the current version "
+                   "(edgekit serve routes them; edgekit experiment promotes or aborts).")
+@click.option("--abort-if", "abort_if", multiple=True, metavar="NAME=VALUE",
+              help="With --candidate: when the runtime aborts it (error_rate 0.05, p99_ratio 3, p99_ms off, "
+                   "min_requests 50 by default; 'off' disables one).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def install(
     bundle_path: Path,
@@ -228,6 +234,8 @@ def install(
     threshold: int,
     index_path: Path | None,
     no_runtime_check: bool,
+    candidate_percent: int | None,
+    abort_if: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Verify a bundle, then make it the store's current version atomically.
@@ -246,6 +254,7 @@ def install(
     from edgekit.release.store import install_bundle
 
     command = parse_command(health_check) if health_check is not None else None
+    plan = _candidate_plan(candidate_percent, abort_if)
     public_key = [load_public_key(path) for path in key_paths]
     index = None
     if index_path is not None:
@@ -268,10 +277,13 @@ def install(
         group=group,
         threshold=threshold,
         index=index,
+        candidate=plan,
     )
     messages = {
         "installed": f"installed {result.model} {result.version} into {into}"
         + (f" (previous: {result.previous})" if result.previous else ""),
+        "candidate": f"installed {result.model} {result.version} into {into} as the candidate for "
+        f"{candidate_percent}% of units (control: {result.previous})",
         "unchanged": f"{result.model} {result.version} is already installed in {into}; nothing changed",
         "deferred": f"not installed: the rollout of {result.version} is at {result.rollout_percentage}% "
         f"and this device is in bucket {result.bucket} (pass --force to install anyway)",
@@ -279,26 +291,46 @@ def install(
         "(pass --force to install it again)",
     }
     lines = [messages[result.status]]
-    if result.status in ("installed", "unchanged"):
+    if result.status in ("installed", "candidate", "unchanged"):
         lines += [f"  {fit.describe()}" for fit in result.runtimes]
     document = result.as_dict()
-    if command is not None and result.status == "installed":
+    if command is not None and result.status in ("installed", "candidate"):
         document["health_check"] = _commit_or_revert(command, health_timeout, result, into)
         lines.append(f"health check passed ({document['health_check']['reason']})")
     emit(as_json, document, lines)
 
 
+def _candidate_plan(percent: int | None, abort_if: tuple[str, ...]) -> Any:
+    """The experiment ``install --candidate`` starts, or None for a plain install."""
+    from edgekit.errors import InputError
+    from edgekit.release.experiment import CandidatePlan, parse_rule_options
+
+    if percent is None:
+        if abort_if:
+            raise InputError("--abort-if applies to a candidate only", "Add --candidate PERCENT, or drop --abort-if")
+        return None
+    return CandidatePlan(percent, parse_rule_options(abort_if))
+
+
 def _commit_or_revert(command: list[str], timeout_s: float, result: Any, into: Path) -> dict[str, Any]:
-    """Run the health check on the version just installed; on failure roll back and raise DeviceCheckError."""
+    """Run the health check on the version just installed; on failure roll back and raise DeviceCheckError.
+
+    A candidate that fails is aborted instead: the control never stopped serving.
+    """
     from edgekit.errors import DeviceCheckError
+    from edgekit.release.candidate import abort
     from edgekit.release.health import run_health_check
     from edgekit.release.store import revert_install
 
     health = run_health_check(command, result.path, result.version, timeout_s)
     if health.passed:
         return health.as_dict()
-    now = revert_install(into, result.version, result.device_id, health.as_dict())
-    back = f"rolled back to {now}" if now else "removed it (the store had no earlier version)"
+    if result.status == "candidate":
+        abort(into, {"by": "health-check", **health.as_dict()}, result.device_id, only_version=result.version)
+        now, back = result.previous, f"aborted the experiment; {result.previous} keeps serving"
+    else:
+        now = revert_install(into, result.version, result.device_id, health.as_dict())
+        back = f"rolled back to {now}" if now else "removed it (the store had no earlier version)"
     output = f"; its output ends: {health.output.strip()[-300:]}" if health.output.strip() else ""
     blocked = (f"{result.version} is blocked on this device (--force installs it again); " if now else "")
     raise DeviceCheckError(

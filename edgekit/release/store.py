@@ -42,6 +42,7 @@ from edgekit.errors import InputError, SecurityError
 from edgekit.release import device, revocation, rollout
 from edgekit.release import index as release_index
 from edgekit.release.archive import open_bundle
+from edgekit.release.experiment import CandidatePlan, candidate_problem, experiment_fields
 from edgekit.release.manifest import MANIFEST_NAME, canonical_bytes
 from edgekit.release.runtimes import RuntimeFit, check_runtimes
 from edgekit.release.schema import validate_manifest
@@ -68,7 +69,9 @@ def _fsync_dir(path: Path) -> None:
 
 @dataclass(frozen=True)
 class InstallResult:
-    """What ``install_bundle`` did: ``status`` is installed, unchanged, deferred or blocked.
+    """What ``install_bundle`` did: ``status`` is installed, candidate, unchanged, deferred or blocked.
+
+    ``candidate``: kept beside the current version as an A/B candidate (``install --candidate``).
 
     ``blocked``: the version was rolled back on this store (``edgekit
     rollback``), so a polling updater does not reinstall it; ``force`` does.
@@ -283,6 +286,13 @@ def _state_problem(state: Any) -> str | None:
             return f"the {slot} record lacks {', '.join(missing)}"
         if not is_semver(record["version"]):
             return f"the {slot} version {record['version']!r} is not a version"
+    if "candidate" in state:
+        record = state["candidate"]
+        if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in _RECORD_KEYS):
+            return "the candidate record lacks a version record's keys"
+        problem = candidate_problem(record)
+        if problem:
+            return problem
     if "group" in state and not isinstance(state["group"], str):
         return "group is not a group name"
     if "revocations" in state and revocation.Revocations.from_state(state["revocations"]) is None:
@@ -344,6 +354,11 @@ def current_dir(root: Path) -> Path:
     return Store(root).version_dir(state["current"]["version"])
 
 
+def _without(state: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """``state`` minus ``keys``: a rollback drops kept versions and ends any experiment (its control is leaving)."""
+    return {k: v for k, v in state.items() if k not in keys}
+
+
 def _now() -> str:
     return format_utc(int(time.time()))
 
@@ -377,6 +392,7 @@ def install_bundle(
     group: str | None = None,
     threshold: int = 1,
     index: dict[str, Any] | None = None,
+    candidate: CandidatePlan | None = None,
 ) -> InstallResult:
     """Verify ``bundle`` and make it the store's current version; keep the one it replaces.
 
@@ -389,7 +405,8 @@ def install_bundle(
     with the store's group (``group``, remembered from the first install that
     names one: folders 0750, files 0640); rename
     that into ``versions/``; switch ``state.json``; log; remove versions that
-    are neither current nor previous. Any refusal leaves the store as it was.
+    are neither current nor previous (with ``candidate``: keep it as the A/B
+    candidate instead, see ``experiment``). Any refusal leaves the store as it was.
     """
     with Store.locked(root) as store:
         state = store.state()
@@ -419,26 +436,73 @@ def install_bundle(
                                            "it did not ask for may be under a freeze or replay attack")
             base = {"model": model, "version": version_text, "device_id": device_id,
                     "rollout_percentage": release["rollout_percentage"], "runtimes": fits}
-            early = _unchanged_or_refused(store, state, version_text, manifest_sha, allow_downgrade, base)
+            early = (_candidate_unchanged_or_refused(store, state, version_text, manifest_sha, base) if candidate
+                     else None) or _unchanged_or_refused(store, state, version_text, manifest_sha, allow_downgrade, base)
             if early is None:
                 early = _rollout_decision(state, release, force, base)
             if early is not None:
                 return early
             bundle_sha = _stage_version(store, state, reader, manifest, manifest_bytes, signature)
         record = {**_record(version_text, manifest_bytes, bundle_sha), "key_id": key_id}
-        blocked = [v for v in (state or {}).get("rolled_back", []) if v != version_text]  # a forced install unblocks
-        kept = _kept_for_rollback(state, release["rollback_to"], version_text)
-        store.write_state({"schema": STATE_VERSION, "model": model, "device": identity.as_dict(), "current": record,
-                           "previous": current, **({"rolled_back": blocked} if blocked else {}),
-                           **({"kept": kept} if kept else {}),
-                           **({"revocations": revoked.as_dict()} if revoked else {}),
-                           **({"group": group_name} if group_name else {})})
-        store.log(_install_entry(record, model, release, current, device_id, force,
-                                 {f.path: f.status for f in fits} if runtime_check else "not checked"))
-        store.prune({version_text, *kept} | ({current["version"]} if current else set()))
+        entry = _install_entry(record, model, release, current, device_id, force,
+                               {f.path: f.status for f in fits} if runtime_check else "not checked")
+        if candidate is not None and state is not None:
+            _commit_candidate(store, state, record, candidate, entry)
+        else:
+            new_state = {"schema": STATE_VERSION, "model": model, "device": identity.as_dict(),
+                         **({"revocations": revoked.as_dict()} if revoked else {}),
+                         **({"group": group_name} if group_name else {})}
+            _commit_install(store, state, record, release, new_state, entry)
         bucket = rollout.bucket(model, version_text, device_id) if device_id is not None else None
-        return InstallResult("installed", previous=current["version"] if current else None, bucket=bucket,
-                             sha256=bundle_sha, path=store.version_dir(version_text), **base)
+        return InstallResult("candidate" if candidate else "installed", previous=current["version"] if current else None,
+                             bucket=bucket, sha256=bundle_sha, path=store.version_dir(version_text), **base)
+
+
+def _commit_install(store: Store, state: dict[str, Any] | None, record: dict[str, Any], release: dict[str, Any],
+                    new_state: dict[str, Any], entry: dict[str, Any]) -> None:
+    """Make ``record`` current (the current one becomes previous), log it, and drop versions no state names.
+
+    A running experiment ends here: its candidate was tried against the control this install replaces.
+    """
+    version, current = record["version"], state["current"] if state else None
+    blocked = [v for v in (state or {}).get("rolled_back", []) if v != version]  # a forced install unblocks
+    kept = _kept_for_rollback(state, release["rollback_to"], version)
+    store.write_state({**new_state, "current": record, "previous": current,
+                       **({"rolled_back": blocked} if blocked else {}), **({"kept": kept} if kept else {})})
+    ended = (state or {}).get("candidate")
+    store.log({**entry, **({"ended_experiment": ended["version"]} if ended else {})})
+    store.prune({version, *kept} | ({current["version"]} if current else set()))
+
+
+def _commit_candidate(store: Store, state: dict[str, Any], record: dict[str, Any], plan: CandidatePlan,
+                      entry: dict[str, Any]) -> None:
+    """Keep ``record`` as the store's candidate beside the unchanged current version, and log the start."""
+    candidate = {**record, **experiment_fields(plan, record["installed_at"])}
+    blocked = [v for v in state.get("rolled_back", []) if v != record["version"]]
+    store.write_state({**{k: v for k, v in state.items() if k != "rolled_back"}, "candidate": candidate,
+                       **({"rolled_back": blocked} if blocked else {})})
+    store.log({**entry, "event": "experiment-start", "percentage": plan.percentage, "abort": plan.abort.as_dict(),
+               "control": state["current"]["version"]})
+    store.prune(set(_records(state)) | {record["version"]})
+
+
+def _candidate_unchanged_or_refused(store: Store, state: dict[str, Any] | None, version_text: str, manifest_sha: str,
+                                    base: dict[str, Any]) -> InstallResult | None:
+    """For ``install --candidate``: "unchanged" when this release is already the candidate; raises when it cannot be one."""
+    if state is None:
+        raise InputError("a candidate needs a control: no model is installed in this store yet",
+                         "Install the control release first with edgekit install, then the candidate")
+    if state["current"]["version"] == version_text:
+        raise InputError(f"{version_text} is the current version (the control), so it cannot also be the candidate",
+                         "Install another version as the candidate")
+    running = state.get("candidate")
+    if running is None:
+        return None
+    if running["version"] == version_text and running["manifest_sha256"] == manifest_sha:
+        return InstallResult("unchanged", previous=state["current"]["version"], bucket=None, sha256=running["sha256"],
+                             path=store.version_dir(version_text), **base)
+    raise InputError(f"an experiment with candidate {running['version']} is running in {store.root}",
+                     "Promote or abort it first (edgekit experiment promote|abort)")
 
 
 def _install_entry(record: dict[str, Any], model: str, release: dict[str, Any], current: dict[str, Any] | None,
@@ -647,12 +711,13 @@ def rollback(root: Path, device_id: str | None = None) -> RollbackResult:
         # Remember the version left behind, so that an updater polling for "newer than installed" does not
         # reinstall the release that was just rolled back (install refuses it as "blocked" unless forced).
         blocked = sorted({*state.get("rolled_back", []), current["version"]} - {target["version"]})
-        store.write_state({**{k: v for k, v in state.items() if k != "kept"}, "current": target, "previous": current,
+        store.write_state({**_without(state, "kept", "candidate"), "current": target, "previous": current,
                            "rolled_back": blocked})
         store.prune({target["version"], current["version"]})
         store.log({"event": "rollback", "time": _now(), "model": state["model"], "version": target["version"],
                    "sha256": target["sha256"], "manifest_sha256": target["manifest_sha256"],
-                   "previous": current["version"], "device_id": device_id, "rollback_to": rollback_to})
+                   "previous": current["version"], "device_id": device_id, "rollback_to": rollback_to,
+                   **({"ended_experiment": state["candidate"]["version"]} if "candidate" in state else {})})
         return RollbackResult(state["model"], target["version"], current["version"], rollback_to,
                               store.version_dir(target["version"]))
 
@@ -682,7 +747,7 @@ def revert_install(root: Path, version: str, device_id: str | None, why: dict[st
         store.check_version_intact(target["version"])
         blocked = sorted({*state.get("rolled_back", []), version} - {target["version"]})
         still_previous = previous if previous is not None and previous["version"] != target["version"] else None
-        store.write_state({**{k: v for k, v in state.items() if k != "kept"}, "current": target,
+        store.write_state({**_without(state, "kept", "candidate"), "current": target,
                            "previous": still_previous, "rolled_back": blocked})
         store.prune({target["version"], *([still_previous["version"]] if still_previous else [])})
         store.log({**entry, "now": target["version"]})
