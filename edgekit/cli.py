@@ -30,6 +30,8 @@ COMMAND_MODULES = (
     "edgekit.commands.compress",
     "edgekit.commands.keys",
     "edgekit.commands.release",
+    "edgekit.commands.runtime",
+    "edgekit.commands.audit",
     "edgekit.commands.bench",
 )
 

@@ -105,3 +105,9 @@ class InternalError(EdgekitError):
             problem,
             fix or "This is a bug in edgekit or a converter; rerun with --debug for the traceback and report it",
         )
+
+
+class PredictionError(EdgekitError):
+    """A model's runtime failed on inputs that passed the interface check (the artifact, not the caller)."""
+
+    exit_code = EXIT_INTERNAL
