@@ -137,8 +137,15 @@ class Model:
         serving = _Serving(with_batcher(control, options.max_batch, options.max_wait_ms), state_stamp=self._stamp())
         running = state.get("candidate")
         if running is not None and running["version"] not in self._aborted_versions:
-            release = load_release(self.root / "versions" / running["version"], running, CANDIDATE, target,
-                                   options.prefer, options.threads)
+            try:
+                release = load_release(self.root / "versions" / running["version"], running, CANDIDATE, target,
+                                       options.prefer, options.threads)
+            except InputError as exc:
+                # A candidate that cannot even load must not take the control down with it.
+                self._aborted_versions.add(running["version"])
+                self._aborted.append({"event": "candidate-not-loaded", "time": _now(), "version": running["version"],
+                                      "reason": exc.message})
+                return serving
             arm = Arm(CANDIDATE, release, percentage=running["percentage"],
                       rule=AbortRule.from_state(running["abort"]))
             serving.candidate = with_batcher(arm, options.max_batch, options.max_wait_ms)

@@ -68,7 +68,10 @@ def _weights(seed: int) -> dict[str, np.ndarray]:
 
 
 def onnx_model(path: Path, kind: str = "good", seed: int = 0) -> Path:
-    """One of the three model kinds (see the module docstring), saved at ``path``."""
+    """One of the three model kinds (see the module docstring), or ``garbage`` bytes no runtime loads."""
+    if kind == "garbage":
+        path.write_bytes(b"not a model " * 64)
+        return path
     weights = _weights(seed)
     nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"])]
     last = "r"

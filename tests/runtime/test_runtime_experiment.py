@@ -223,3 +223,15 @@ def test_outputs_of_both_arms_are_kept_apart_in_the_stats(rt, tmp_path, keys, bu
             "requests"]
     assert arms["control"]["output_mean"] != pytest.approx(arms["candidate"]["output_mean"])
     assert np.isfinite(arms["candidate"]["output_std"])
+
+
+def test_a_candidate_that_cannot_load_leaves_the_control_serving(rt, tmp_path, keys, bundles) -> None:
+    root = tmp_path / "store"
+    rt.install(bundles["1.0.0"], root, keys)
+    garbage = rt.bundle(rt.make_build(tmp_path / "build", "1.4.0", "garbage"), "1.4.0", keys, tmp_path / "out")
+    rt.install(garbage, root, keys, candidate=CandidatePlan(100, AbortRule()))
+    with Model.open(root, audit_log=None) as model:
+        answers = [model.predict({"x": rt.samples(1)}, unit_id=unit) for unit in UNITS[:20]]
+        (note,) = model.stats()["aborted"]
+    assert {a.provenance.version for a in answers} == {"1.0.0"}
+    assert note["event"] == "candidate-not-loaded" and "no artifact" in note["reason"]
