@@ -109,6 +109,15 @@ def _replace(source: Path, destination: Path) -> None:
     os.replace(source, destination)
 
 
+
+def fsync_dir(path: Path) -> None:
+    """Make renames and new entries in folder ``path`` durable: a rename is on disk only once its folder is synced."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
 def atomic_write_bytes(destination: Path, data: bytes) -> None:
     """Write ``data`` to ``destination`` atomically."""
     with atomic_path(destination) as tmp:

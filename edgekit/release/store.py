@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgekit.artifact import fsync_dir as _fsync_dir  # one name the durability test can replace
 from edgekit.artifact import sha256_file
 from edgekit.errors import InputError, SecurityError
 from edgekit.release import device, revocation, rollout
@@ -56,15 +57,6 @@ LOG_NAME = "install.log"
 VERSIONS = "versions"
 _WORK_PREFIXES = (".staging-", ".trash-", ".state-")
 STATE_VERSION = 1
-
-
-def _fsync_dir(path: Path) -> None:
-    # A rename is durable only once the folder holding it is synced.
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)

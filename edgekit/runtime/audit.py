@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Self
 
+from edgekit.artifact import fsync_dir
 from edgekit.errors import InputError, InternalError
 from edgekit.release.manifest import canonical_bytes
 
@@ -143,7 +144,7 @@ class AuditLog:
         # A power cut can tear the last line: start on a fresh line so the torn one never corrupts the next.
         self._needs_newline = self._size > 0 and _last_byte(self.path, self._size) != b"\n"
         if created:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
 
     def _write_line(self, line: bytes) -> None:
         data = (b"\n" if self._needs_newline else b"") + line
@@ -180,7 +181,7 @@ class AuditLog:
         finally:
             os.close(fd)
         os.replace(temporary, head)
-        _fsync_dir(head.parent)
+        fsync_dir(head.parent)
         if self._head_fd >= 0:
             os.close(self._head_fd)
             self._head_fd = -1
@@ -209,7 +210,7 @@ class AuditLog:
             else:
                 os.replace(rotated[index], sibling(self.path, index + 1))
         os.replace(self.path, sibling(self.path, 1))
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         self._open_active()
         self._write_head_atomically()
 
@@ -240,14 +241,6 @@ def log_files(path: Path) -> list[Path]:
     """Every file of the log, oldest first: rotated files from the highest number down, then the active file."""
     files = [rotated for _, rotated in sorted(rotated_files(path).items(), reverse=True)]
     return files + [path] if path.is_file() else files
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _last_byte(path: Path, size: int) -> bytes:
