@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "edgekit.commands.build",
     "edgekit.commands.demo",
     "edgekit.commands.inspect",
+    "edgekit.commands.clib",
     "edgekit.commands.targets",
     "edgekit.commands.compress",
     "edgekit.commands.keys",
