@@ -48,6 +48,11 @@ class Budgets(StrictModel):
     min_sqnr_db: float | None = None
     max_flash_kb: float | None = Field(None, gt=0)
     max_arena_kb: float | None = Field(None, gt=0)
+    max_robust_accuracy_drop: float | None = Field(
+        None, ge=-1, le=1, description="FP32 robust accuracy minus the artifact's, under attacks crafted on FP32 "
+        "at [attacks] judged_eps (edgekit.attacks)")
+    max_membership_auc: float | None = Field(
+        None, ge=0, le=1, description="AUC of a loss-threshold membership-inference attack (0.5: no leakage)")
 
 
 class QualityBar(StrictModel):
@@ -250,6 +255,39 @@ class TargetOverride(StrictModel):
     search: SearchSpace | None = None
 
 
+class AttacksSection(StrictModel):
+    """What attackers are simulated against every artifact (``edgekit.attacks``).
+
+    Robustness: FGSM and PGD examples crafted on the FP32 torch model at each
+    ``eps`` (in input units; by default 1 %, 3 % and 10 % of the calibration
+    data's range), transferred to every artifact, plus Gaussian noise and a
+    contrast change. Membership inference: a loss-threshold attack between
+    ``[data] train`` samples and held-out evaluation samples.
+    """
+
+    enabled: bool = True
+    eps: list[float] | None = Field(None, min_length=1, max_length=8, description="perturbation sizes, input units")
+    judged_eps: float | None = Field(None, gt=0, description="the eps max_robust_accuracy_drop is judged at "
+                                     "(default: the middle of eps)")
+    samples: int = Field(256, ge=16, le=4096, description="evaluation samples attacked, and members / non-members")
+    pgd_steps: int = Field(10, ge=1, le=200)
+    bootstrap: int = Field(200, ge=20, le=10000, description="resamples of the membership AUC's 95 % interval")
+    seed: int = 0
+
+    @field_validator("eps")
+    @classmethod
+    def _positive(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and any(e <= 0 for e in value):
+            raise ValueError("every eps must be > 0 (input units)")
+        return sorted(set(value)) if value is not None else None
+
+    @model_validator(mode="after")
+    def _judged_in_eps(self) -> AttacksSection:
+        if self.judged_eps is not None and self.eps is not None and self.judged_eps not in self.eps:
+            raise ValueError(f"judged_eps {self.judged_eps} is not one of eps {self.eps}")
+        return self
+
+
 class BuildSection(StrictModel):
     targets: list[str] = Field(default_factory=list)
     output: str | None = None
@@ -271,6 +309,7 @@ class BuildConfig(StrictModel):
     prune: PruneConfig | None = Field(None, description="prune the model before export (edgekit.compress)")
     distill: DistillConfig | None = Field(None, description="distill the model into a student before export")
     search: SearchSpace | None = Field(None, description="budget-driven search, applied over every profile's [search]")
+    attacks: AttacksSection = Field(AttacksSection(), description="adversarial robustness and membership inference")
     base_dir: Path = Field(Path("."), exclude=True)
 
     def resolve(self, relative: str | None) -> Path | None:

@@ -287,6 +287,7 @@ def check_budgets(
                micro["arena_bytes"] / 1024 if "arena_bytes" in micro else None, le,
                micro.get("method", "no tensor-arena figure for this artifact")),
         _agreement_check(metrics, facts, no_reference),
+        *attack_checks(budgets, metrics),
     ]
     found = [c for c in checks if c is not None]
     quality = [c for c in found if c.budget in QUALITY_BUDGETS]
@@ -297,6 +298,24 @@ def check_budgets(
                            "(validate --reference FP32_ARTIFACT, or the build's report beside the artifact), or keep "
                            "a fidelity budget (min_cosine, min_sqnr_db) that compares with the FP32 model"))
     return found
+
+
+def attack_checks(budgets: Budgets, metrics: dict[str, float]) -> list[Check]:
+    """The robustness and membership budgets (``edgekit.attacks``); skipped, saying why, when not measured."""
+    le = lambda v, lim: v <= lim  # noqa: E731
+    checks = [
+        _check("max_robust_accuracy_drop", budgets.max_robust_accuracy_drop, metrics.get("robust_accuracy_drop"), le,
+               "FP32's robust accuracy minus the artifact's, at the judged eps, on examples crafted on FP32"
+               if "robust_accuracy_drop" in metrics else
+               "robustness not measured (attacks off, no float inputs or no class scores: see the manifest's "
+               "attacks record)"),
+        _check("max_membership_auc", budgets.max_membership_auc, metrics.get("membership_auc"), le,
+               f"loss-threshold attack, 95 % interval {metrics['membership_auc_ci95_low']:.3f}-"
+               f"{metrics['membership_auc_ci95_high']:.3f}; bounds this attack only"
+               if "membership_auc" in metrics else
+               "membership not measured (attacks off or no [data] train: see the manifest's attacks record)"),
+    ]
+    return [c for c in checks if c is not None]
 
 
 def device_checks(

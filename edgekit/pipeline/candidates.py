@@ -16,18 +16,19 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgekit import backends
 from edgekit.artifact import Artifact
+from edgekit.backends import Session
 from edgekit.config import ArtifactRequest, TargetProfile
 from edgekit.data import Dataset
 from edgekit.errors import BackendUnavailableError, EdgekitError, InternalError
 from edgekit.native_output import native_stderr_to
 from edgekit.pipeline.prepare import Prepared
-from edgekit.validate import emulated_sample, evaluate, measure_latency
+from edgekit.validate import emulated_sample, evaluate, measure_latency, run_batched
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -41,6 +42,7 @@ class CandidateSet:
 
     artifacts: tuple[Artifact, ...] = ()
     metrics: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: MappingProxyType({}))
+    attacks: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
     error: EdgekitError | None = None
     skipped: str | None = None
 
@@ -65,12 +67,31 @@ def first_sample(data: Dataset, batch: int | None) -> dict[str, np.ndarray]:
     return pad_to({k: v[: batch or 1] for k, v in data.inputs.items()}, batch or 1)[0]
 
 
-def measure(artifact: Artifact, prepared: Prepared, variant: ModelVariant, latency_runs: int) -> dict[str, float]:
-    """Accuracy, fidelity and host latency of one candidate, run in its own runtime.
+# An emulated artifact runs the attack suite on an eighth of the samples its evaluation used (at least 16):
+# the suite is about ten copies of the attacked samples, and the emulator dominates a build's time.
+EMULATED_ATTACK_SHARE = 8
+EMULATED_ATTACK_MIN = 16
+
+
+def attack_record(session: Session, prepared: Prepared, evaluated: int, emulated: bool) -> tuple[dict[str, float], dict[str, Any]]:
+    """The candidate's metrics and record on the build's attack suite (empty when attacks are off)."""
+    suite = prepared.attacks
+    if suite is None:
+        return {}, {}
+    from edgekit.attacks.assess import assess
+
+    count = max(EMULATED_ATTACK_MIN, evaluated // EMULATED_ATTACK_SHARE) if emulated else None
+    return assess(lambda inputs: run_batched(session, Dataset(inputs, None)), suite, count)
+
+
+def measure(artifact: Artifact, prepared: Prepared, variant: ModelVariant,
+            latency_runs: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """Accuracy, fidelity, host latency and what attackers achieve, of one candidate run in its own runtime.
 
     Fidelity compares with the variant's own FP32 outputs (what conversion
     cost); accuracy drop with the model as given (what compression and
-    conversion cost together).
+    conversion cost together), and so does the robust-accuracy drop. Returns
+    the metrics and the attacks record (``edgekit.attacks.assess``).
     """
     session = backends.open_session(artifact.path)
     try:
@@ -87,13 +108,15 @@ def measure(artifact: Artifact, prepared: Prepared, variant: ModelVariant, laten
                 reference_accuracy = accuracy([r[chosen] for r in prepared.base.reference], data.y)  # type: ignore[arg-type]
         metrics = evaluate(session, data, reference, reference_accuracy)
         metrics["samples_available"] = float(len(prepared.split.evaluation))
+        found, attacks = attack_record(session, prepared, len(data), emulated)
+        metrics.update(found)
         # An emulator's speed says nothing about the device's: no number rather than a misleading one.
         if not emulated:
             metrics.update(measure_latency(session, first_sample(prepared.split.evaluation, variant.model.fixed_batch),
                                            latency_runs))
     finally:
         session.close()
-    return metrics
+    return metrics, attacks
 
 
 def export_job(request: ArtifactRequest, profile: TargetProfile, prepared: Prepared, variant: ModelVariant,
@@ -151,11 +174,11 @@ class Candidates:
             with native_stderr_to(workdir / "converter.log"):
                 artifacts = tuple(backends.builder(request.format).build(
                     export_job(request, profile, self.prepared, variant, workdir)))
-                metrics = {a.variant: MappingProxyType(measure(a, self.prepared, variant, self.latency_runs))
-                           for a in artifacts}
+                measured = {a.variant: measure(a, self.prepared, variant, self.latency_runs) for a in artifacts}
         except Exception as exc:  # a converter crash must not take the other targets down
             return _contained(request, exc)
-        return CandidateSet(artifacts, MappingProxyType(metrics))
+        return CandidateSet(artifacts, MappingProxyType({k: MappingProxyType(m) for k, (m, _) in measured.items()}),
+                            MappingProxyType({k: MappingProxyType(a) for k, (_, a) in measured.items()}))
 
     def fp32_latency(self, fmt: str) -> float | None:
         """Host p50 of the model's fastest FP32 candidate in ``fmt``, when this build made one."""

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgekit import __version__, backends
+from edgekit.attacks.assess import describe as describe_attacks
 from edgekit.errors import InternalError
 from edgekit.pipeline.inputs import BuildInputs
 from edgekit.pipeline.prepare import Prepared
@@ -81,6 +82,7 @@ def assemble(inputs: BuildInputs, prepared: Prepared, targets: list[dict[str, An
             "labelled": data.evaluation.labelled,
         },
         "reference": dict(prepared.reference_metrics),
+        **({"attacks": describe_attacks(prepared.attacks)} if prepared.attacks is not None else {}),
         "targets": targets,
         "artifacts": artifacts,
     }

@@ -23,6 +23,7 @@ from edgekit.fidelity import FidelityTarget
 from edgekit.pipeline.inputs import BuildInputs, Reporter, searched
 
 if TYPE_CHECKING:
+    from edgekit.attacks import AttackSuite
     from edgekit.model import LoadedModel
     from edgekit.variants import ModelVariant
 
@@ -36,6 +37,8 @@ class Prepared:
     variants searched targets asked for; ``variant_errors`` those that could
     not be made. ``classes``: whether the first output is judged as class
     scores. ``reference_metrics``: FP32 accuracy (and before compression).
+    ``attacks``: the suite crafted on the model as given, which every
+    candidate runs (None when ``[attacks] enabled = false``).
     """
 
     stem: str
@@ -49,6 +52,7 @@ class Prepared:
     input_specs: tuple[backends.TensorSpec, ...]
     classes: bool
     reference_metrics: Mapping[str, float]
+    attacks: AttackSuite | None = None
 
     def fidelity_target(self, profile: TargetProfile, precision: str) -> FidelityTarget:
         """The quality bar a backend searches against for ``precision`` on ``profile``."""
@@ -136,8 +140,26 @@ def _search_variants(inputs: BuildInputs, base: ModelVariant, data: Split,
     return made, failed
 
 
-def prepare(inputs: BuildInputs, reporter: Reporter) -> Prepared:
-    """Everything the build needs before converting; raises InputError / DataError for what does not fit."""
+def craft_attacks(inputs: BuildInputs, model: LoadedModel, data: Split, classes: bool, macs: int,
+                  reporter: Reporter) -> AttackSuite | None:
+    """The attack suite on the FP32 model as given (``[attacks]``), with training samples as members."""
+    config = inputs.config
+    if not config.attacks.enabled:
+        return None
+    from edgekit.attacks.craft import craft_suite
+
+    train_path = config.resolve(config.data.train if config.data else None)
+    train = bind_inputs(load_npz(train_path), list(model.input_names), str(train_path)) if train_path else None
+    reporter.step("crafting attacks on the FP32 torch model")
+    return craft_suite(model, data, train, config.attacks, classes, macs)
+
+
+def prepare(inputs: BuildInputs, reporter: Reporter, variants: bool = True) -> Prepared:
+    """Everything the build needs before converting; raises InputError / DataError for what does not fit.
+
+    ``variants=False`` leaves out the search's compressed variants (an audit of an existing build needs
+    only the model as given).
+    """
     config = inputs.config
     reporter.step("loading model")
     model, stem = _load_model(config)
@@ -168,6 +190,8 @@ def prepare(inputs: BuildInputs, reporter: Reporter) -> Prepared:
         for name, arr in data.calibration.inputs.items()
     )
     reference_metrics = _reference_metrics(base, uncompressed, data)
-    made, failed = _search_variants(inputs, base, data, reporter)
+    attacks = craft_attacks(inputs, model, data, classes, base.macs, reporter)
+    made, failed = _search_variants(inputs, base, data, reporter) if variants else ({}, {})
     return Prepared(stem, model, tuple(compression), data, base, MappingProxyType({BASE: base, **made}),
-                    MappingProxyType(failed), output_names, input_specs, classes, MappingProxyType(reference_metrics))
+                    MappingProxyType(failed), output_names, input_specs, classes, MappingProxyType(reference_metrics),
+                    attacks)

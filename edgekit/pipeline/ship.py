@@ -27,6 +27,8 @@ from edgekit.select import SAME_SPEED, Candidate, Measured, choose
 from edgekit.validate import check_budgets, decided_by
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from edgekit.variants import ModelVariant
 
 
@@ -101,7 +103,7 @@ class _Gathered:
     """A pool's candidates and where each came from, plus the requests that produced none and why."""
 
     candidates: list[Candidate] = field(default_factory=list)
-    origin: dict[str, tuple[Artifact, ArtifactRequest, ModelVariant]] = field(default_factory=dict)
+    origin: dict[str, tuple[Artifact, ArtifactRequest, ModelVariant, Mapping[str, Any]]] = field(default_factory=dict)
     excluded: list[dict[str, str]] = field(default_factory=list)
     problems: list[EdgekitError] = field(default_factory=list)
     skips: list[str] = field(default_factory=list)
@@ -127,7 +129,7 @@ def _gather(pool: Pool, profile: TargetProfile, prepared: Prepared, sets: Candid
             for artifact, checked in zip(found.artifacts, measured(profile, found, prepared, latency_on_host), strict=True):
                 candidate = Candidate(variant.name, request.precision, checked, gzip_size_bytes(artifact.path))
                 gathered.candidates.append(candidate)
-                gathered.origin[candidate.key] = (artifact, request, variant)
+                gathered.origin[candidate.key] = (artifact, request, variant, found.attacks.get(artifact.variant, {}))
     return gathered
 
 
@@ -161,9 +163,9 @@ def ship_pool(pool: Pool, outcome: TargetOutcome, prepared: Prepared, sets: Cand
         return
     winner, record = choose(gathered.candidates, pool.objective, gathered.excluded,
                             fp32_latency_ms=sets.fp32_latency(pool.format), max_latency_vs_fp32=pool.max_latency_vs_fp32)
-    artifact, request, variant = gathered.origin[winner.key]
+    artifact, request, variant, attacks = gathered.origin[winner.key]
     outcome.entries.append(write_entry(request, outcome.profile, artifact, winner.measured, record, variant,
-                                       prepared, output, search=pool.search))
+                                       prepared, output, search=pool.search, attacks=attacks))
 
 
 def artifact_name(stem: str, request: ArtifactRequest, model_variant: str | None = None) -> str:
@@ -218,8 +220,11 @@ def _entry(request: ArtifactRequest, profile: TargetProfile, chosen: Artifact, w
 
 def write_entry(request: ArtifactRequest, profile: TargetProfile, chosen: Artifact, winner: Measured,
                 record: dict[str, Any], variant: ModelVariant, prepared: Prepared, output: Path,
-                search: bool = False) -> dict[str, Any]:
-    """Copy the chosen candidate into ``OUT/<target>/`` with its JSON report; return its manifest entry."""
+                search: bool = False, attacks: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Copy the chosen candidate into ``OUT/<target>/`` with its JSON report; return its manifest entry.
+
+    ``attacks``: what the attack suite achieved against it (``edgekit.attacks``), when the build ran one.
+    """
     compressed = variant is not prepared.base
     relative = Path(profile.name) / artifact_name(prepared.stem, request, variant.name if compressed else None)
     destination = output / relative
@@ -232,6 +237,8 @@ def write_entry(request: ArtifactRequest, profile: TargetProfile, chosen: Artifa
         entry["search"] = {"objective": record["objective_used"], "chosen": record["chosen"], "reason": record["reason"],
                            "candidates": len(record["candidates"]),
                            "pareto": sum(1 for row in record["candidates"] if row["pareto"])}
+    if attacks:
+        entry["attacks"] = dict(attacks)
     entry["estimate"] = _estimate(chosen, request, profile, variant)
     estimated = entry["estimate"].get("latency_ms")
     for check in entry["checks"]:
