@@ -83,6 +83,17 @@ _QUALITY_SHORT = {"max_accuracy_drop": "acc", "min_cosine": "cos", "min_top1_agr
                   "max_abs_error": "abs", "float_agreement": "float"}
 
 
+def _attacks_cell(metrics: dict[str, Any]) -> str:
+    """Robust accuracy (and its drop against FP32) and the membership AUC, where the build measured them."""
+    parts = []
+    if "robust_accuracy" in metrics:
+        drop = metrics.get("robust_accuracy_drop")
+        parts.append(f"robust {metrics['robust_accuracy']:.3f}" + (f" ({-drop:+.3f})" if drop is not None else ""))
+    if "membership_auc" in metrics:
+        parts.append(f"MIA {metrics['membership_auc']:.2f}")
+    return " ".join(parts) or "—"
+
+
 def summary_table(manifest: dict[str, Any]) -> Table:
     """target × artifact: size, accuracy, fidelity, coverage, host latency, verdict and what quality it was judged on."""
     from edgekit.coverage import summary as coverage_summary
@@ -95,7 +106,8 @@ def summary_table(manifest: dict[str, Any]) -> Table:
     table = Table(title=title)
     for column, justify in [("target", "left"), ("artifact", "left"), ("variant", "left"), ("size KB", "right"),
                             ("accuracy", "right"), ("Δacc", "right"), ("cosine", "right"), ("top-1", "right"),
-                            ("coverage", "right"), ("host p50 ms", "right"), ("judged on", "left"), ("verdict", "left")]:
+                            ("coverage", "right"), ("host p50 ms", "right"), ("attacks", "right"), ("judged on", "left"),
+                            ("verdict", "left")]:
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for artifact in manifest["artifacts"]:
         m = artifact["metrics"]
@@ -112,9 +124,9 @@ def summary_table(manifest: dict[str, Any]) -> Table:
             _fmt(m.get("accuracy_drop"), "{:+.4f}"), _fmt(m.get("cosine"), "{:.5f}"),
             _fmt(m.get("top1_agreement"), "{:.4f}"), coverage,
             _fmt(m.get("latency_p50_ms"), "{:.3f}") if not artifact.get("emulated") else "emulated",
-            " ".join(judged) or "[red]nothing[/]", verdict,
+            _attacks_cell(m), " ".join(judged) or "[red]nothing[/]", verdict,
         )
     for target in manifest["targets"]:
         if target["status"] in ("error", "skipped"):
-            table.add_row(target["name"], "—", "—", "", "", "", "", "", "", "", "", f"[yellow]{target['status']}[/]")
+            table.add_row(target["name"], "—", "—", "", "", "", "", "", "", "", "", "", f"[yellow]{target['status']}[/]")
     return table

@@ -434,6 +434,9 @@ def render_report(manifest: dict[str, Any], bench_documents: list[tuple[str, dic
                 from edgekit.report.search import search_section
 
                 parts.append(search_section(artifact, record))
+    from edgekit.report.attacks import attacks_section
+
+    parts.append(attacks_section(manifest))
     if bench:
         parts.append("<h2>Device benchmarks</h2>")
         parts.append(img(charts.get("bench"), "p50 bars with p90 and p99 ticks, per machine, artifact, threads and batch"))
