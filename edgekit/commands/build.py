@@ -55,6 +55,21 @@ def build(
     _finish(result, as_json)
 
 
+def with_data(config: Any, data: Path | None, train: Path | None = None) -> Any:
+    """The config with ``--data`` (and ``--train``) over its [data] path (and train), its other settings kept."""
+    from edgekit.config import DataSection
+
+    update = {"path": str(data.resolve())} if data is not None else {}
+    if train is not None:
+        update["train"] = str(train.resolve())
+    if not update:
+        return config
+    if config.data is None and "path" not in update:
+        return config  # --train alone: the missing data path is reported where data is needed
+    section = config.data.model_copy(update=update) if config.data else DataSection(**update)
+    return config.model_copy(update={"data": section})
+
+
 def run_build(
     source: str,
     data: Path | None,
@@ -67,13 +82,9 @@ def run_build(
     quiet: bool = False,
     auto: bool = False,
 ) -> Any:
-    from edgekit.config import DataSection
     from edgekit.pipeline import Build, resolve_inputs
 
-    config = _config_from_source(source, trust_pickle, weights)
-    if data is not None:  # --data overrides the config's [data] path and keeps its other settings
-        section = config.data.model_copy(update={"path": str(data.resolve())}) if config.data else DataSection(path=str(data))
-        config = config.model_copy(update={"data": section})
+    config = with_data(_config_from_source(source, trust_pickle, weights), data)
     if latency_on_host:
         config = config.model_copy(update={"build": config.build.model_copy(update={"latency_on_host": True})})
     inputs = resolve_inputs(config, targets, data, output, auto=auto)
