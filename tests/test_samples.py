@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from edgekit.artifact import sha256_file
+
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_models"
 
 
@@ -25,6 +27,16 @@ def test_sample_builds_for_every_onnx_precision(sample: str, tmp_path: Path, cli
     assert by_precision["int8"]["metrics"]["accuracy_drop"] <= 0.01
     assert by_precision["int4"]["size_bytes"] < by_precision["int8"]["size_bytes"]
     assert by_precision["fp32"]["metrics"]["max_abs_error"] < 1e-4
+    # what attackers see, for every artifact: robust accuracy where inputs are float, membership everywhere
+    suite = manifest["attacks"]
+    assert ("robustness_skipped" in suite) == (sample == "tokens") and suite["members"] == suite["samples"]
+    for artifact in manifest["artifacts"]:
+        attacks = artifact["attacks"]
+        assert ("robustness" in attacks) == (sample != "tokens")
+        if "robustness" in attacks:
+            assert attacks["robustness"]["robust_accuracy"] <= attacks["robustness"]["clean_accuracy"]
+        low, high = attacks["membership"]["auc_ci95"]
+        assert low <= attacks["membership"]["auc"] <= high and high - low < 0.2
 
 
 @pytest.mark.slow
@@ -41,3 +53,14 @@ def test_sample_runs_on_the_microcontroller(sample: str, tmp_path: Path, cli) ->
     # device code needs each int8 tensor's scale and zero point (token ids stay integers, unscaled)
     outputs = artifact["io_quantization"]["outputs"].values()
     assert outputs and all(o["dtype"] == "int8" and o["scale"] > 0 for o in outputs)
+    # the firmware library ships beside it, with the arena measured in TFLite Micro and hashes the bundle checks
+    firmware = artifact["firmware"]
+    assert firmware["arena_bytes"] == -(-micro["arena_bytes"] // 16) * 16 and firmware["ops"]
+    for relative, digest in firmware["files"].items():
+        assert relative.startswith(firmware["path"] + "/") and sha256_file(tmp_path / relative) == digest
+    keys = tmp_path.parent / f"{sample}-keys"
+    assert cli("keygen", "-o", keys, "--no-encrypt").code == 0
+    header = next(tmp_path.glob(f"{firmware['path']}/*_settings.h"))
+    header.write_text(header.read_text().replace("kTensorArenaSize", "kTensorArenaSizeX"))
+    refused = cli("bundle", tmp_path, "--key", keys / "edgekit.key", "--version", "1.0.0", "-o", tmp_path.parent / "b")
+    assert refused.code == 2 and "firmware file" in refused.err and "changed after the build" in refused.err

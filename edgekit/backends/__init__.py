@@ -138,7 +138,10 @@ class BackendInfo:
     ``renumbered_runtimes``: runtimes (of ``runtime`` and ``runtimes``) that
     number their releases apart from the scheme ``min_runtime_version`` uses,
     each with the highest minimum every release of theirs is known to meet
-    (``install`` cannot tell above it and says so).
+    (``install`` cannot tell above it and says so). ``firmware_module``: the
+    backend module whose ``write_for_build(artifact, folder, micro, target)``
+    writes the firmware library shipped beside an artifact for a
+    microcontroller target (None: the format ships alone).
     """
 
     format: str
@@ -159,6 +162,7 @@ class BackendInfo:
     bench_only_on: str | None = None
     bench_elsewhere: str = ""
     renumbered_runtimes: tuple[tuple[str, str], ...] = ()
+    firmware_module: str | None = None
     # What the backend builds; the budget-driven search tries these unless a [search] table narrows them.
     precisions: tuple[str, ...] = ("fp32", "fp16", "int8", "dynamic-int8", "int4")
 
@@ -176,7 +180,8 @@ REGISTRY: dict[str, BackendInfo] = {
                           native_modules=("ai_edge_litert.interpreter", "tflite_runtime.interpreter"), marker="s",
                           # The flatbuffer's min_runtime_version counts in TensorFlow Lite releases; LiteRT's
                           # numbering restarted at 1.0 after TF 2.17 (ai-edge-litert 1.2 ships with TF 2.19).
-                          renumbered_runtimes=(("ai-edge-litert", "2.17.0"),)),
+                          renumbered_runtimes=(("ai-edge-litert", "2.17.0"),),
+                          firmware_module="clib"),  # the TFLite Micro C/C++ library
     "coreml": BackendInfo("coreml", "Core ML", (".mlpackage",), runtime="coreml-emulator", extra="coreml",
                           min_runtime="iOS 17", delegate="Core ML (compute units ALL)",
                           tool_packages=("torch", "coremltools"), runtimes=("coremltools",), is_directory=True,
@@ -259,6 +264,12 @@ def inspector(fmt: str) -> ModuleType:
 def bencher(fmt: str) -> ModuleType:
     """The module ``bench`` opens sessions with: how the *device* runs the format (see ``bench_module``)."""
     return _load(fmt, info(fmt).bench_module)
+
+
+def firmware(fmt: str) -> ModuleType | None:
+    """The module that writes ``fmt``'s microcontroller firmware library, or None when the format has none."""
+    part = info(fmt).firmware_module
+    return _load(fmt, part) if part else None
 
 
 def bench_unavailable(fmt: str) -> str | None:

@@ -98,11 +98,14 @@ def check_schema(manifest: dict[str, Any]) -> None:
 
 
 def listed_in(manifest: dict[str, Any]) -> set[str]:
-    """Relative paths of the artifacts and reports a manifest lists."""
+    """Relative paths of the artifacts, reports and firmware folders a manifest lists."""
     paths = set()
     for artifact in manifest.get("artifacts", []):
         if isinstance(artifact, dict):
             paths.update(str(artifact[key]) for key in ("path", "report") if isinstance(artifact.get(key), str))
+            firmware = artifact.get("firmware")
+            if isinstance(firmware, dict) and isinstance(firmware.get("path"), str):
+                paths.add(firmware["path"])
     return paths
 
 

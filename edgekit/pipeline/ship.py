@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -218,6 +219,31 @@ def _entry(request: ArtifactRequest, profile: TargetProfile, chosen: Artifact, w
     return entry
 
 
+FIRMWARE_SUFFIX = ".firmware"
+
+
+def firmware_library(request: ArtifactRequest, profile: TargetProfile, chosen: Artifact, destination: Path,
+                     output: Path) -> dict[str, Any] | None:
+    """For a microcontroller target, the firmware library beside the shipped file (``<file>.firmware/``).
+
+    Returns the manifest's ``firmware`` record (folder, files with their sha256, arena, ops), or None when
+    the target is no microcontroller or the format has no library. A library that cannot be written is
+    recorded with its error; the artifact still ships.
+    """
+    writer = backends.firmware(request.format)
+    if writer is None or profile.device.kind != "microcontroller":
+        return None
+    folder = destination.with_name(destination.name + FIRMWARE_SUFFIX)
+    shutil.rmtree(folder, ignore_errors=True)  # an earlier build's library of this file
+    try:
+        library = writer.write_for_build(destination, folder, chosen.facts.micro, profile.name)
+    except EdgekitError as exc:
+        return {"error": exc.message}
+    relative = folder.relative_to(output).as_posix()
+    return {"path": relative, "name": library.name, "arena_bytes": library.arena_bytes, "ops": list(library.ops),
+            "files": {f"{relative}/{path.name}": sha256_file(path) for path in library.files}}
+
+
 def write_entry(request: ArtifactRequest, profile: TargetProfile, chosen: Artifact, winner: Measured,
                 record: dict[str, Any], variant: ModelVariant, prepared: Prepared, output: Path,
                 search: bool = False, attacks: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -239,6 +265,9 @@ def write_entry(request: ArtifactRequest, profile: TargetProfile, chosen: Artifa
                            "pareto": sum(1 for row in record["candidates"] if row["pareto"])}
     if attacks:
         entry["attacks"] = dict(attacks)
+    firmware = firmware_library(request, profile, chosen, destination, output)
+    if firmware:
+        entry["firmware"] = firmware
     entry["estimate"] = _estimate(chosen, request, profile, variant)
     estimated = entry["estimate"].get("latency_ms")
     for check in entry["checks"]:

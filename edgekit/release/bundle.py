@@ -145,6 +145,18 @@ def _check_artifact(root: Path, artifact: dict[str, Any], manifest_path: Path) -
         report = _inside(root, artifact["report"], "report")
         if not report.is_file():
             raise InputError(f"report {artifact['report']} is not a file", "Rerun edgekit build")
+    for relative, digest in firmware_files(artifact).items():
+        path = _inside(root, relative, "firmware file")
+        if not path.is_file() or sha256_file(path) != digest:
+            raise InputError(f"firmware file {relative} changed after the build (its sha256 differs from "
+                             f"{manifest_path})", "Rerun edgekit build; edgekit signs only what the build wrote")
+
+
+def firmware_files(artifact: dict[str, Any]) -> dict[str, str]:
+    """The firmware library files (relative path -> sha256) a build shipped beside an artifact, if any."""
+    firmware = artifact.get("firmware")
+    files = firmware.get("files") if isinstance(firmware, dict) else None
+    return {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else {}
 
 
 def select_targets(build: dict[str, Any], requested: list[str], allow_failed: bool) -> list[str]:
@@ -214,6 +226,8 @@ def release_manifest(
             sources[artifact["path"]] = path
         if "report" in artifact:
             sources[artifact["report"]] = root.joinpath(*artifact["report"].split("/"))
+        for relative in firmware_files(artifact):
+            sources[relative] = root.joinpath(*relative.split("/"))
     for name in sources:
         check_member_name(name)  # e.g. a hidden file inside an .mlpackage
         if name in (MANIFEST_NAME, SIGNATURE_NAME):

@@ -29,6 +29,7 @@ import keyword
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from edgekit.artifact import atomic_write_bytes, ensure_writable_dir
@@ -484,3 +485,11 @@ def write_c_library(tflite_path: Path, out_dir: Path, name: str, arena_bytes: in
         atomic_write_bytes(out_dir / file_name, text.encode("utf-8"))
     return CLibrary(out_dir, name, tuple(out_dir / f for f in contents), f"g_{name}", tuple(ops), tuple(methods),
                     arena_bytes, method)
+
+
+def write_for_build(artifact: Path, folder: Path, micro: Mapping[str, Any] | None, target: str) -> CLibrary:
+    """The library a build ships beside ``artifact`` for a microcontroller target, named after the file,
+    with the tensor arena the build measured (``micro``: the candidate's microcontroller facts)."""
+    facts = micro or {}
+    return write_c_library(artifact, folder, default_name(artifact), facts.get("arena_bytes"), facts.get("method"),
+                           target)
