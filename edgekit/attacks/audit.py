@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from edgekit import backends
 from edgekit.artifact import atomic_write_bytes, sha256_file
 from edgekit.config import Budgets, BuildConfig
 from edgekit.errors import ArtifactError, DataError, InputError
@@ -53,24 +52,13 @@ def _same_build(manifest: dict[str, Any], prepared: Any, build_dir: Path) -> Non
 
 def _assess_entry(build_dir: Path, entry: dict[str, Any], suite: Any) -> tuple[dict[str, float], dict[str, Any]]:
     """Run the suite on one listed artifact, after checking its bytes are the ones the manifest names."""
-    from edgekit.attacks.assess import assess
-    from edgekit.pipeline.candidates import EMULATED_ATTACK_MIN, EMULATED_ATTACK_SHARE
-    from edgekit.validate import run_batched
+    from edgekit.pipeline.candidates import attack_record
 
     path = build_dir / str(entry["path"])
     if not path.exists() or sha256_file(path) != entry.get("sha256"):
         raise ArtifactError(f"{path} is missing or differs from the manifest's sha256",
                             "Rebuild, or restore the file the build wrote")
-    session = backends.open_session(path)
-    try:
-        count = None
-        if getattr(session, "emulated", False):
-            count = max(EMULATED_ATTACK_MIN, int((entry.get("metrics") or {}).get("samples", 0)) // EMULATED_ATTACK_SHARE)
-        from edgekit.data import Dataset
-
-        return assess(lambda inputs: run_batched(session, Dataset(inputs, None)), suite, count)
-    finally:
-        session.close()
+    return attack_record(path, suite, int((entry.get("metrics") or {}).get("samples", 0)))
 
 
 def _apply(entry: dict[str, Any], metrics: dict[str, float], record: dict[str, Any], budgets: Budgets) -> None:

@@ -22,7 +22,6 @@ import numpy as np
 
 from edgekit import backends
 from edgekit.artifact import Artifact
-from edgekit.backends import Session
 from edgekit.config import ArtifactRequest, TargetProfile
 from edgekit.data import Dataset
 from edgekit.errors import BackendUnavailableError, EdgekitError, InternalError
@@ -33,6 +32,8 @@ from edgekit.validate import emulated_sample, evaluate, measure_latency, run_bat
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from edgekit.attacks import AttackSuite
+
     from edgekit.variants import ModelVariant
 
 
@@ -42,7 +43,6 @@ class CandidateSet:
 
     artifacts: tuple[Artifact, ...] = ()
     metrics: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: MappingProxyType({}))
-    attacks: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
     error: EdgekitError | None = None
     skipped: str | None = None
 
@@ -73,25 +73,28 @@ EMULATED_ATTACK_SHARE = 8
 EMULATED_ATTACK_MIN = 16
 
 
-def attack_record(session: Session, prepared: Prepared, evaluated: int, emulated: bool) -> tuple[dict[str, float], dict[str, Any]]:
-    """The candidate's metrics and record on the build's attack suite (empty when attacks are off)."""
-    suite = prepared.attacks
-    if suite is None:
-        return {}, {}
+def attack_record(path: Path, suite: AttackSuite, evaluated: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """What the attack suite achieves against the artifact at ``path`` (run in its own runtime): metrics and record.
+
+    ``evaluated``: how many samples its evaluation used (an emulated artifact attacks an eighth of them).
+    """
     from edgekit.attacks.assess import assess
 
-    count = max(EMULATED_ATTACK_MIN, evaluated // EMULATED_ATTACK_SHARE) if emulated else None
-    return assess(lambda inputs: run_batched(session, Dataset(inputs, None)), suite, count)
+    session = backends.open_session(path)
+    try:
+        emulated = getattr(session, "emulated", False)
+        count = max(EMULATED_ATTACK_MIN, evaluated // EMULATED_ATTACK_SHARE) if emulated else None
+        return assess(lambda inputs: run_batched(session, Dataset(inputs, None)), suite, count)
+    finally:
+        session.close()
 
 
-def measure(artifact: Artifact, prepared: Prepared, variant: ModelVariant,
-            latency_runs: int) -> tuple[dict[str, float], dict[str, Any]]:
-    """Accuracy, fidelity, host latency and what attackers achieve, of one candidate run in its own runtime.
+def measure(artifact: Artifact, prepared: Prepared, variant: ModelVariant, latency_runs: int) -> dict[str, float]:
+    """Accuracy, fidelity and host latency of one candidate, run in its own runtime.
 
     Fidelity compares with the variant's own FP32 outputs (what conversion
     cost); accuracy drop with the model as given (what compression and
-    conversion cost together), and so does the robust-accuracy drop. Returns
-    the metrics and the attacks record (``edgekit.attacks.assess``).
+    conversion cost together).
     """
     session = backends.open_session(artifact.path)
     try:
@@ -108,15 +111,13 @@ def measure(artifact: Artifact, prepared: Prepared, variant: ModelVariant,
                 reference_accuracy = accuracy([r[chosen] for r in prepared.base.reference], data.y)  # type: ignore[arg-type]
         metrics = evaluate(session, data, reference, reference_accuracy)
         metrics["samples_available"] = float(len(prepared.split.evaluation))
-        found, attacks = attack_record(session, prepared, len(data), emulated)
-        metrics.update(found)
         # An emulator's speed says nothing about the device's: no number rather than a misleading one.
         if not emulated:
             metrics.update(measure_latency(session, first_sample(prepared.split.evaluation, variant.model.fixed_batch),
                                            latency_runs))
     finally:
         session.close()
-    return metrics, attacks
+    return metrics
 
 
 def export_job(request: ArtifactRequest, profile: TargetProfile, prepared: Prepared, variant: ModelVariant,
@@ -159,6 +160,7 @@ class Candidates:
         self.work = work
         self.latency_runs = latency_runs
         self.sets: dict[str, CandidateSet] = {}
+        self.attack_records: dict[Path, tuple[dict[str, float], dict[str, Any]]] = {}
 
     def get(self, request: ArtifactRequest, profile: TargetProfile, variant: ModelVariant) -> CandidateSet:
         key = request_key(request, profile, self.prepared, variant)
@@ -174,11 +176,23 @@ class Candidates:
             with native_stderr_to(workdir / "converter.log"):
                 artifacts = tuple(backends.builder(request.format).build(
                     export_job(request, profile, self.prepared, variant, workdir)))
-                measured = {a.variant: measure(a, self.prepared, variant, self.latency_runs) for a in artifacts}
+                metrics = {a.variant: MappingProxyType(measure(a, self.prepared, variant, self.latency_runs))
+                           for a in artifacts}
         except Exception as exc:  # a converter crash must not take the other targets down
             return _contained(request, exc)
-        return CandidateSet(artifacts, MappingProxyType({k: MappingProxyType(m) for k, (m, _) in measured.items()}),
-                            MappingProxyType({k: MappingProxyType(a) for k, (_, a) in measured.items()}))
+        return CandidateSet(artifacts, MappingProxyType(metrics))
+
+    def attacks(self, artifact: Artifact, evaluated: int) -> tuple[dict[str, float], dict[str, Any]]:
+        """The attack suite's metrics and record for one candidate, run once (on first ask) and kept.
+
+        Asked for the shipped candidates, and for every candidate of a pool whose budgets judge attacks,
+        so a search does not pay for the suite on candidates nothing will ever read it for.
+        """
+        if self.prepared.attacks is None:
+            return {}, {}
+        if artifact.path not in self.attack_records:
+            self.attack_records[artifact.path] = attack_record(artifact.path, self.prepared.attacks, evaluated)
+        return self.attack_records[artifact.path]
 
     def fp32_latency(self, fmt: str) -> float | None:
         """Host p50 of the model's fastest FP32 candidate in ``fmt``, when this build made one."""

@@ -10,6 +10,7 @@ a JSON report beside it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgekit import backends
 from edgekit.artifact import Artifact, CandidateFacts, atomic_copy, atomic_write_bytes, gzip_size_bytes, sha256_file, size_bytes
-from edgekit.config import ArtifactRequest, TargetProfile
+from edgekit.config import ArtifactRequest, Budgets, TargetProfile
 from edgekit.errors import EdgekitError
 from edgekit.pipeline.candidates import Candidates, CandidateSet
 from edgekit.pipeline.inputs import Reporter, search_requests, searched
@@ -87,13 +88,25 @@ def planned(profile: TargetProfile, prepared: Prepared) -> list[tuple[ArtifactRe
             if name in prepared.variants for request in pool.requests]
 
 
-def measured(profile: TargetProfile, found: CandidateSet, prepared: Prepared, latency_on_host: bool) -> list[Measured]:
-    """Each candidate's metrics with this target's budget checks, in ``found.artifacts`` order."""
+def judges_attacks(budgets: Budgets) -> bool:
+    """Whether a budget reads the attack suite's figures, so every candidate must run it before choosing."""
+    return budgets.max_robust_accuracy_drop is not None or budgets.max_membership_auc is not None
+
+
+def measured(profile: TargetProfile, found: CandidateSet, prepared: Prepared, latency_on_host: bool,
+             sets: Candidates | None = None) -> list[Measured]:
+    """Each candidate's metrics with this target's budget checks, in ``found.artifacts`` order.
+
+    Where the target's budgets judge attacks, each candidate's attack figures (from ``sets``) join its metrics.
+    """
     result = []
     for artifact in found.artifacts:
         metrics = dict(found.metrics[artifact.variant])
+        budgets = profile.budgets_for(artifact.precision)
+        if sets is not None and judges_attacks(budgets):
+            metrics.update(sets.attacks(artifact, int(metrics.get("samples", 0)))[0])
         facts = artifact.facts
-        checks = check_budgets(metrics, profile.budgets_for(artifact.precision), artifact.size_bytes, facts,
+        checks = check_budgets(metrics, budgets, artifact.size_bytes, facts,
                                device_measured=latency_on_host, device_name=profile.name, classes=prepared.classes)
         result.append(Measured(artifact.variant, metrics, checks, artifact.size_bytes, fp32_ratio=facts.latency_vs_fp32))
     return result
@@ -104,7 +117,7 @@ class _Gathered:
     """A pool's candidates and where each came from, plus the requests that produced none and why."""
 
     candidates: list[Candidate] = field(default_factory=list)
-    origin: dict[str, tuple[Artifact, ArtifactRequest, ModelVariant, Mapping[str, Any]]] = field(default_factory=dict)
+    origin: dict[str, tuple[Artifact, ArtifactRequest, ModelVariant]] = field(default_factory=dict)
     excluded: list[dict[str, str]] = field(default_factory=list)
     problems: list[EdgekitError] = field(default_factory=list)
     skips: list[str] = field(default_factory=list)
@@ -127,10 +140,11 @@ def _gather(pool: Pool, profile: TargetProfile, prepared: Prepared, sets: Candid
                 else:
                     gathered.skips.append(found.skipped)  # type: ignore[arg-type]
                 continue
-            for artifact, checked in zip(found.artifacts, measured(profile, found, prepared, latency_on_host), strict=True):
+            for artifact, checked in zip(found.artifacts, measured(profile, found, prepared, latency_on_host, sets),
+                                         strict=True):
                 candidate = Candidate(variant.name, request.precision, checked, gzip_size_bytes(artifact.path))
                 gathered.candidates.append(candidate)
-                gathered.origin[candidate.key] = (artifact, request, variant, found.attacks.get(artifact.variant, {}))
+                gathered.origin[candidate.key] = (artifact, request, variant)
     return gathered
 
 
@@ -164,8 +178,10 @@ def ship_pool(pool: Pool, outcome: TargetOutcome, prepared: Prepared, sets: Cand
         return
     winner, record = choose(gathered.candidates, pool.objective, gathered.excluded,
                             fp32_latency_ms=sets.fp32_latency(pool.format), max_latency_vs_fp32=pool.max_latency_vs_fp32)
-    artifact, request, variant, attacks = gathered.origin[winner.key]
-    outcome.entries.append(write_entry(request, outcome.profile, artifact, winner.measured, record, variant,
+    artifact, request, variant = gathered.origin[winner.key]
+    found, attacks = sets.attacks(artifact, int(winner.measured.metrics.get("samples", 0)))
+    shipped = dataclasses.replace(winner.measured, metrics={**winner.measured.metrics, **found})
+    outcome.entries.append(write_entry(request, outcome.profile, artifact, shipped, record, variant,
                                        prepared, output, search=pool.search, attacks=attacks))
 
 
