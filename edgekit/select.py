@@ -10,7 +10,10 @@ size or latency). The rule:
    budget but the resource budgets all of them fail, see ``shared_failures``)
    and are not slower than the FP32 model on the host by more than
    ``max_latency_vs_fp32``, ship the one with the least objective, ties
-   broken by quality (accuracy, else cosine similarity to FP32), then size;
+   broken by quality (accuracy, else cosine similarity to FP32), then size.
+   Host latency is noisy: candidates within the timing noise of the fastest
+   (``tied``) are ties, broken by size, then name, so the same host ships the
+   same file build after build;
 2. if every passing candidate is slower than that, ship the best of them by
    the same order and record ``slower_than_fp32`` loudly (the profile asked
    for the precision, so it ships);
@@ -43,6 +46,11 @@ from edgekit.validate import QUALITY_BUDGETS, Check, verdict
 # to 2% on a shared 2-core host (see edgekit/timing.py); a ratio
 # within this margin is "as fast as FP32", not slower.
 SAME_SPEED = 1.03
+# Two candidates' latencies closer than their timing noise are a tie. Interleaved ratios carry their own
+# round-to-round noise (timing.comparison's ratio_noise), never counted below this floor (identical copies
+# differed by up to 2 %); p50s timed in separate blocks drifted by up to 25 % on a shared 2-core host.
+TIE_FLOOR = 0.02
+SEPARATE_BLOCKS_NOISE = 0.25
 
 
 @dataclass(frozen=True)
@@ -50,7 +58,8 @@ class Measured:
     """A candidate with its target-independent metrics and its target's checks.
 
     ``fp32_ratio``: the candidate's host p50 over its FP32 counterpart's, when
-    the backend timed the two together (None when it did not).
+    the backend timed the two together (None when it did not), and
+    ``ratio_noise`` how much that ratio moved between timing rounds.
     """
 
     variant: str
@@ -58,6 +67,7 @@ class Measured:
     checks: list[Check]
     size_bytes: int = 0
     fp32_ratio: float | None = None
+    ratio_noise: float | None = None  # relative round-to-round noise of fp32_ratio, when timed interleaved
 
     @property
     def cost(self) -> float:
@@ -190,12 +200,40 @@ def _objective(candidates: list[Candidate], objective: str) -> tuple[str, str]:
     return objective, ""
 
 
+def _interleaved(candidates: list[Candidate], objective: str) -> bool:
+    """Whether the interleaved FP32 ratios order these candidates (one model variant, every one timed so)."""
+    return (objective == "latency" and len({c.model_variant for c in candidates}) == 1
+            and all(c.measured.fp32_ratio is not None for c in candidates))
+
+
 def _order(candidates: list[Candidate], objective: str, ratios: dict[str, float | None]) -> Any:
     """The sort key of rule 1: objective, then quality, then size."""
-    interleaved = (objective == "latency" and len({c.model_variant for c in candidates}) == 1
-                   and all(c.measured.fp32_ratio is not None for c in candidates))
-    value = (lambda c: ratios[c.key]) if interleaved else (lambda c: c.value(objective))
+    value = (lambda c: ratios[c.key]) if _interleaved(candidates, objective) else (lambda c: c.value(objective))
     return lambda c: (value(c), -c.quality, c.measured.size_bytes)
+
+
+def _noise(candidate: Candidate, interleaved: bool) -> float:
+    if interleaved:
+        return max(TIE_FLOOR, candidate.measured.ratio_noise or 0.0)
+    return SEPARATE_BLOCKS_NOISE
+
+
+def tied(pool: list[Candidate], objective: str, ratios: dict[str, float | None]) -> list[Candidate]:
+    """The candidates of ``pool`` whose host latency is within timing noise of the fastest (all of ``pool``'s
+    best when the objective is not latency: size is measured exactly)."""
+    best = min(pool, key=_order(pool, objective, ratios))
+    if objective != "latency":
+        return [best]
+    interleaved = _interleaved(pool, objective)
+    value = (lambda c: ratios[c.key]) if interleaved else (lambda c: c.value(objective))
+    margin = lambda c: max(_noise(c, interleaved), _noise(best, interleaved)) * value(best)  # noqa: E731
+    return [c for c in pool if value(c) - value(best) <= margin(c)]
+
+
+def _best(pool: list[Candidate], objective: str, ratios: dict[str, float | None]) -> tuple[Candidate, list[str]]:
+    """Rule 1's pick from ``pool``, ties within timing noise broken by size then name; and the tied keys."""
+    ties = tied(pool, objective, ratios)
+    return min(ties, key=lambda c: (c.measured.size_bytes, c.key)), sorted(c.key for c in ties)
 
 
 def _decide(candidates: list[Candidate], objective: str, ratios: dict[str, float | None],
@@ -203,14 +241,14 @@ def _decide(candidates: list[Candidate], objective: str, ratios: dict[str, float
     """Rules 1-3: the winner, the reason, and the ``slower_than_fp32`` record when it applies."""
     split = pools([c.measured for c in candidates], [ratios[c.key] for c in candidates], limit)
     passing, fast, shared = [candidates[i] for i in split.passing], [candidates[i] for i in split.fast], split.shared
-    order, words, slower = _order(candidates, objective, ratios), OBJECTIVE_WORDS[objective], None
+    words, slower, ties = OBJECTIVE_WORDS[objective], None, []
     if fast:
-        winner = min(fast, key=order)
+        winner, ties = _best(fast, objective, ratios)
         reason = f"{words} among {len(fast)} of {len(candidates)} candidates that meet every budget"
         if limit is not None and any(r is not None for r in ratios.values()):
             reason += f" and are not slower than FP32 on the host (at most {limit:g}x its latency)"
     elif passing:
-        winner = min(passing, key=order)
+        winner, ties = _best(passing, objective, ratios)
         ratio = ratios[winner.key]
         reason = (f"every candidate that meets the budgets is slower than FP32 on the host (over {limit:g}x); "
                   f"shipped the {words} of them, {ratio:.2f}x the FP32 latency")
@@ -224,6 +262,9 @@ def _decide(candidates: list[Candidate], objective: str, ratios: dict[str, float
         reason = "no candidate meets every budget; shipped the one with the fewest failures and the best quality"
     if shared and passing:
         reason = f"no candidate meets every budget: all fail {', '.join(sorted(shared))}; among the rest, {reason}"
+    if len(ties) > 1:
+        reason += (f"; {', '.join(ties)} were as fast within the timing noise, so the smallest file (then the "
+                   "name) decided")
     if len(candidates) == 1 and slower is None:
         reason = "only candidate" + (f" (it fails {', '.join(sorted(shared))})" if shared else "")
     return winner, reason, slower

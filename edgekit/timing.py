@@ -73,6 +73,13 @@ def interleaved(timers: Sequence[Timer], rounds: int = ROUNDS) -> list[dict[str,
     return results
 
 
+def _relative_half_iqr(values: list[float]) -> float | None:
+    if len(values) < 4:
+        return None
+    low, middle, high = np.percentile(values, [25, 50, 75])
+    return float((high - low) / 2 / middle) if middle > 0 else None
+
+
 def comparison(candidate: dict[str, Any], fp32: dict[str, Any], setting: str) -> dict[str, Any]:
     """What a candidate records about its speed against FP32 (both from one ``interleaved`` run).
 
@@ -86,6 +93,9 @@ def comparison(candidate: dict[str, Any], fp32: dict[str, Any], setting: str) ->
         "fp32_latency_p50_ms": fp32["latency_p50_ms"],
         # Share of rounds in which the candidate was faster: 1.0 or 0.0 means the order never flipped.
         "rounds_faster": float(np.mean([r < 1.0 for r in ratios])) if ratios else None,
+        # How much the ratio moved from round to round (half the interquartile range, relative to the median):
+        # the noise within which two candidates' ratios cannot be told apart (edgekit.select's ties).
+        "ratio_noise": _relative_half_iqr(ratios),
         "runs": candidate["runs"],
         "fp32_runs": fp32["runs"],
         "method": f"interleaved with the FP32 model, {setting}: {len(ratios)} rounds in rotating order, "

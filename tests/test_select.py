@@ -208,3 +208,34 @@ def test_candidates_slower_than_fp32_ship_only_when_nothing_else_passes() -> Non
     # without interleaved ratios, the build's FP32 p50 is the yardstick
     assert choose([int4, int8], "size", fp32_latency_ms=0.5)[0].key == int4.key  # both 1.0 ms: 2x FP32, none fast
     assert choose([int4, int8], "size", fp32_latency_ms=2.0)[0].key == int4.key
+
+
+def _sized(variant: str, ratio: float, size: int, noise: float | None = None) -> Candidate:
+    measured = Measured(variant, {"latency_p50_ms": ratio, "cosine": 0.999}, [OK], size, fp32_ratio=ratio,
+                        ratio_noise=noise)
+    return _one(measured)
+
+
+def test_latencies_within_timing_noise_are_a_tie_broken_by_size_then_name() -> None:
+    # The MLP sample's two TFLite int8 recipes, 0.900x and 0.908x FP32: a 1 % gap inside the 2 % floor.
+    a, b = _sized("aeq-static", 0.900, 27_000), _sized("pt2e-static", 0.908, 26_000)
+    for order in ([a, b], [b, a]):
+        winner, record = choose(order)
+        assert winner.recipe == "pt2e-static"  # the smaller file, whichever timing won this time
+        assert "were as fast within the timing noise" in record["reason"]
+    same_size = [_sized("zeta", 0.905, 1000), _sized("alpha", 0.900, 1000)]
+    assert choose(same_size)[0].recipe == "alpha"  # then the name
+
+
+def test_a_real_speed_gap_is_not_a_tie_and_noisy_rounds_widen_the_tie() -> None:
+    fast, slow = _sized("fast", 0.80, 30_000), _sized("slow", 0.90, 20_000)
+    assert choose([fast, slow])[0].recipe == "fast"  # 12 % apart: the smaller file does not win
+    noisy_fast, noisy_slow = _sized("fast", 0.80, 30_000, noise=0.2), _sized("slow", 0.90, 20_000, noise=0.2)
+    assert choose([noisy_fast, noisy_slow])[0].recipe == "slow"  # rounds moved 20 %: the gap is noise
+
+
+def test_separately_timed_candidates_tie_within_block_drift() -> None:
+    # No interleaved ratios: p50s from separate blocks drift by up to 25 %, so 10 % apart is a tie.
+    winner, record = choose([_m("zz-faster", 0.100), _m("aa-slower", 0.110)])
+    assert winner.recipe == "aa-slower"  # equal sizes: the name decides, not the 10 % the timer saw
+    assert "as fast within the timing noise" in record["reason"]

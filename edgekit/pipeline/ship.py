@@ -108,7 +108,8 @@ def measured(profile: TargetProfile, found: CandidateSet, prepared: Prepared, la
         facts = artifact.facts
         checks = check_budgets(metrics, budgets, artifact.size_bytes, facts,
                                device_measured=latency_on_host, device_name=profile.name, classes=prepared.classes)
-        result.append(Measured(artifact.variant, metrics, checks, artifact.size_bytes, fp32_ratio=facts.latency_vs_fp32))
+        result.append(Measured(artifact.variant, metrics, checks, artifact.size_bytes, fp32_ratio=facts.latency_vs_fp32,
+                               ratio_noise=(facts.vs_fp32 or {}).get("ratio_noise")))
     return result
 
 
