@@ -77,13 +77,17 @@ def compressed_variants(
     data: Split,
     base_dir: Any,
     progress: Any = None,
+    compress: Any = None,
 ) -> tuple[dict[str, ModelVariant], dict[str, str]]:
     """Train every variant in ``specs``; returns the variants by name and, by name, why any could not be made.
 
     A pruned student starts from the student variant of the same width, so
-    each student is trained once.
+    each student is trained once. ``compress`` replaces ``compress_for_build`` (the build passes its
+    cached form, ``edgekit.pipeline.cached.compress_cached``).
     """
     from edgekit.compress.stage import compress_for_build
+
+    compress = compress or compress_for_build
 
     made: dict[str, ModelVariant] = {}
     failed: dict[str, str] = {}
@@ -97,7 +101,7 @@ def compressed_variants(
                 continue
             source, history, distill = made[student].model, list(made[student].compression), None
         try:
-            model, reports = compress_for_build(source, train_data, prune=prune, distill=distill, base_dir=base_dir,
+            model, reports = compress(source, train_data, prune=prune, distill=distill, base_dir=base_dir,
                                                 progress=progress)
         except EdgekitError as exc:
             failed[spec.name] = exc.message

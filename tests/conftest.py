@@ -11,8 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import os
+
 import numpy as np
 import pytest
+
+# Builds in tests run in the test's process and keep nothing between builds, unless a test asks for a cache or
+# an executor: a shared cache would let one test's build answer another's (a converter a test breaks on purpose
+# would never run), and a process pool would time candidates under the load of the others.
+os.environ["EDGEKIT_NO_CACHE"] = "1"
+os.environ["EDGEKIT_EXECUTOR"] = "serial"
 
 TINY_CNN = textwrap.dedent(
     """

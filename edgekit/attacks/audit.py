@@ -52,7 +52,7 @@ def _same_build(manifest: dict[str, Any], prepared: Any, build_dir: Path) -> Non
 
 def _assess_entry(build_dir: Path, entry: dict[str, Any], suite: Any) -> tuple[dict[str, float], dict[str, Any]]:
     """Run the suite on one listed artifact, after checking its bytes are the ones the manifest names."""
-    from edgekit.pipeline.candidates import attack_record
+    from edgekit.pipeline.candidate_set import attack_record
 
     path = build_dir / str(entry["path"])
     if not path.exists() or sha256_file(path) != entry.get("sha256"):

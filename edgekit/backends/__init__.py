@@ -208,6 +208,19 @@ def tool_packages() -> tuple[str, ...]:
     return tuple(dict.fromkeys([*names, "numpy"]))
 
 
+def tool_versions() -> dict[str, str]:
+    """Installed versions of every backend's tools (missing ones left out), from package metadata."""
+    import importlib.metadata
+
+    versions = {}
+    for name in tool_packages():
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
 def runtime_distributions() -> tuple[str, ...]:
     """Distributions that can run some format (bench records the installed ones), numpy first."""
     names = [name for entry in REGISTRY.values() for name in (entry.runtime, *entry.runtimes)]

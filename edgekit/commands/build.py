@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from edgekit.errors import EXIT_OK, BudgetError
+from edgekit.commands.execution import execution, execution_options
 from edgekit.commands.output import console, emit_json, progress_reporter, summary_table
 
 
@@ -33,6 +34,7 @@ def _config_from_source(source: str, trust_pickle: bool, factory_weights: Path |
               help="Search each target's [search] space (precisions, compressed variants) for the best artifact per format.")
 @click.option("--keep-work", is_flag=True, help="Keep intermediate candidates in OUT/.work.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@execution_options
 def build(
     config_or_model: str,
     data: Path | None,
@@ -44,14 +46,22 @@ def build(
     auto: bool,
     keep_work: bool,
     as_json: bool,
+    cache_dir: Path | None,
+    no_cache: bool,
+    executor: str | None,
+    address: str | None,
+    workers: int | None,
 ) -> None:
     """Build, validate and describe artifacts for each target.
 
     CONFIG_OR_MODEL is an edgekit.toml, a model file (.pt2, TorchScript), or
-    module:factory (with --weights). Flags override the config file.
+    module:factory (with --weights). Flags override the config file. Results
+    are kept in a cache by content (--cache, --no-cache); candidates are built
+    in parallel (--executor, --workers). OUT/build.json says what came from the cache.
     """
-    result = run_build(config_or_model, data, list(targets), output, weights, trust_pickle, latency_on_host, keep_work,
-                       as_json, auto=auto)
+    with execution(cache_dir, no_cache, executor, address, workers) as (cache, runner):
+        result = run_build(config_or_model, data, list(targets), output, weights, trust_pickle, latency_on_host,
+                           keep_work, as_json, auto=auto, cache=cache, executor=runner)
     _finish(result, as_json)
 
 
@@ -81,6 +91,8 @@ def run_build(
     keep_work: bool = False,
     quiet: bool = False,
     auto: bool = False,
+    cache: Any = None,
+    executor: Any = None,
 ) -> Any:
     from edgekit.pipeline import Build, resolve_inputs
 
@@ -89,7 +101,19 @@ def run_build(
         config = config.model_copy(update={"build": config.build.model_copy(update={"latency_on_host": True})})
     inputs = resolve_inputs(config, targets, data, output, auto=auto)
     with progress_reporter(quiet) as reporter:
-        return Build(inputs, reporter, keep_work=keep_work).run()
+        return Build(inputs, reporter, keep_work=keep_work, cache=cache, executor=executor).run()
+
+
+def _print_origins(output: Path) -> None:
+    """One line on where the candidate sets came from (OUT/build.json), when the build wrote it."""
+    try:
+        log = json.loads((output / "build.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    root = log["cache"]["root"]
+    console().print(f"candidate sets: {log['from_cache']} from the cache{f' ({root})' if root else ''}, "
+                    f"{log['built']} built on the {log['executor']['name']} executor "
+                    f"({log['executor']['workers']} at once)")
 
 
 def _finish(result: Any, as_json: bool) -> None:
@@ -101,6 +125,7 @@ def _finish(result: Any, as_json: bool) -> None:
             for message in target["messages"]:
                 console().print(f"[yellow]{target['name']}[/]: {message}")
         console().print(f"manifest: {result.output / 'manifest.json'}")
+        _print_origins(result.output)
     code = result.exit_code
     if code == 1:
         raise BudgetError("at least one artifact misses its target's budgets", "See the checks in the summary or manifest")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.artifact import ensure_writable_dir
+from edgekit.pipeline.build_log import write_build_log
 from edgekit.pipeline.candidates import Candidates
 from edgekit.pipeline.inputs import BuildInputs, Reporter, SilentReporter, resolve_inputs, search_requests, searched
 from edgekit.pipeline.manifest import assemble, check_schema, listed_files, listed_in, remove_stale, tool_versions
@@ -54,11 +55,18 @@ class BuildResult:
 
 
 def build_candidates(inputs: BuildInputs, prepared: Prepared, candidates: Candidates, reporter: Reporter) -> None:
-    """Stage 2 for every target: build and measure each (request, model variant) once."""
-    jobs = [(profile, request, variant) for profile in inputs.targets for request, variant in planned(profile, prepared)]
+    """Stage 2 for every target: each (request, model variant) once, from the cache or built."""
+    jobs = [(request, profile, variant) for profile in inputs.targets for request, variant in planned(profile, prepared)]
     reporter.start(len(jobs))
+    if candidates.executor.workers > 1:
+        reporter.step(f"{len(jobs)} candidate sets: from the cache, or built on the {candidates.executor.name} "
+                      f"executor ({candidates.executor.workers} at once)")
+        candidates.make_all(jobs)
+        for _ in jobs:
+            reporter.advance()
+        return
     # FP32 requests first, so that other precisions can report their speed-up over FP32.
-    for profile, request, variant in sorted(jobs, key=lambda job: job[1].precision != "fp32"):
+    for request, profile, variant in sorted(jobs, key=lambda job: job[0].precision != "fp32"):
         where = "" if variant is prepared.base else f" ({variant.name})"
         reporter.step(f"{profile.name}: {request.label}{where}")
         candidates.get(request, profile, variant)
@@ -79,12 +87,20 @@ def ship_targets(inputs: BuildInputs, prepared: Prepared, candidates: Candidates
 
 
 class Build:
-    """One build run: construct, then ``run()``. ``candidates`` holds stage 2's results afterwards."""
+    """One build run: construct, then ``run()``. ``candidates`` holds stage 2's results afterwards.
 
-    def __init__(self, inputs: BuildInputs, reporter: Reporter | None = None, keep_work: bool = False) -> None:
+    ``cache``: an ``edgekit.cache`` store for trained models and candidate sets (None: nothing kept).
+    ``executor``: where candidate sets are built (``edgekit.pipeline.executor``; None: in this process).
+    Beside the manifest, ``OUT/build.json`` says where each set came from; it is not part of a release.
+    """
+
+    def __init__(self, inputs: BuildInputs, reporter: Reporter | None = None, keep_work: bool = False,
+                 cache: Any = None, executor: Any = None) -> None:
         self.inputs = inputs
         self.reporter = reporter or SilentReporter()
         self.keep_work = keep_work
+        self.cache = cache
+        self.executor = executor
         self.candidates: Candidates | None = None
 
     def run(self) -> BuildResult:
@@ -93,14 +109,17 @@ class Build:
         # An old manifest would list files this run is about to replace.
         (output / MANIFEST_NAME).unlink(missing_ok=True)
         work = output / WORK_DIR
-        prepared = prepare(self.inputs, self.reporter)
-        self.candidates = Candidates(prepared, work, self.inputs.config.build.latency_runs)
+        cache = self._cache(work)
+        prepared = prepare(self.inputs, self.reporter, cache=cache)
+        self.candidates = Candidates(prepared, work, self.inputs.config.build.latency_runs, cache, self.executor,
+                                     self.inputs)
         build_candidates(self.inputs, prepared, self.candidates, self.reporter)
         targets, artifacts = ship_targets(self.inputs, prepared, self.candidates, self.reporter)
         manifest = assemble(self.inputs, prepared, targets, artifacts)
         check_schema(manifest)
         write_manifest(output, manifest)
         remove_stale(output, earlier - listed_in(manifest))
+        write_build_log(output, self.candidates, cache)
         self.reporter.step("writing report.html")
         from edgekit.report import write_report
 
@@ -108,3 +127,12 @@ class Build:
         if not self.keep_work:
             shutil.rmtree(work, ignore_errors=True)
         return BuildResult(output, manifest)
+
+    def _cache(self, work: Path) -> Any:
+        """The cache to use: the given one; a parallel build without one gets a private one for its
+        duration, so its workers load the models the driver trained instead of training them again."""
+        if self.cache is not None or self.executor is None or self.executor.workers == 1:
+            return self.cache
+        from edgekit.cache import BuildCache
+
+        return BuildCache(work / "cache")

@@ -1,186 +1,136 @@
-"""Stage 2 of a build: each distinct request's candidates, built by its backend and measured in its runtime.
+"""Stage 2 of a build: every distinct request's candidate set, from the cache or built.
 
 Requests that would build identical artifacts (same request, device facts
 that change conversion, model variant and fidelity bar) share one
-``CandidateSet``, so two targets asking for the same thing pay once. A
-failing backend is recorded on its set (skipped when not installed, an
-error otherwise) and never takes the other requests down.
+``CandidateSet``, so two targets asking for the same thing pay once. A set
+comes from the content-addressed cache when an identical one was built
+before (``edgekit.pipeline.cached``), else it is built here or, when several
+must be built, as tasks on the executor (``edgekit.pipeline.tasks``).
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from edgekit import backends
 from edgekit.artifact import Artifact
 from edgekit.config import ArtifactRequest, TargetProfile
-from edgekit.data import Dataset
-from edgekit.errors import BackendUnavailableError, EdgekitError, InternalError
-from edgekit.native_output import native_stderr_to
-from edgekit.pipeline.prepare import Prepared
-from edgekit.validate import emulated_sample, evaluate, measure_latency, run_batched
+from edgekit.pipeline.candidate_set import (CandidateSet, contained, attack_record, make_candidate_set,
+                                            request_key)
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
-    from edgekit.attacks import AttackSuite
-
+    from edgekit.pipeline.prepare import Prepared
     from edgekit.variants import ModelVariant
 
-
-@dataclass(frozen=True)
-class CandidateSet:
-    """Built and measured candidates for one distinct request (shared by targets); or why there are none."""
-
-    artifacts: tuple[Artifact, ...] = ()
-    metrics: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: MappingProxyType({}))
-    error: EdgekitError | None = None
-    skipped: str | None = None
+__all__ = ["CandidateSet", "Candidates", "make_candidate_set", "request_key"]
 
 
-def request_key(request: ArtifactRequest, profile: TargetProfile, prepared: Prepared, variant: ModelVariant) -> str:
-    """Requests with equal keys build identical artifacts, so targets share them.
-
-    Device facts that change conversion (Core ML deployment target, the
-    microcontroller op set), the model variant and the fidelity bar the
-    backend searches against are part of the key.
-    """
-    bar = prepared.fidelity_target(profile, request.precision)
-    relevant = {"request": request.model_dump(mode="json"), "min_ios": profile.device.min_ios,
-                "micro": profile.device.kind == "microcontroller", "model": variant.name, "fidelity": bar.as_dict()}
-    return json.dumps(relevant, sort_keys=True)
-
-
-def first_sample(data: Dataset, batch: int | None) -> dict[str, np.ndarray]:
-    """What latency is timed on: one sample, or one full batch of a fixed-batch model."""
-    from edgekit.batching import pad_to
-
-    return pad_to({k: v[: batch or 1] for k, v in data.inputs.items()}, batch or 1)[0]
-
-
-# An emulated artifact runs the attack suite on an eighth of the samples its evaluation used (at least 16):
-# the suite is about ten copies of the attacked samples, and the emulator dominates a build's time.
-EMULATED_ATTACK_SHARE = 8
-EMULATED_ATTACK_MIN = 16
-
-
-def attack_record(path: Path, suite: AttackSuite, evaluated: int) -> tuple[dict[str, float], dict[str, Any]]:
-    """What the attack suite achieves against the artifact at ``path`` (run in its own runtime): metrics and record.
-
-    ``evaluated``: how many samples its evaluation used (an emulated artifact attacks an eighth of them).
-    """
-    from edgekit.attacks.assess import assess
-
-    session = backends.open_session(path)
-    try:
-        emulated = getattr(session, "emulated", False)
-        count = max(EMULATED_ATTACK_MIN, evaluated // EMULATED_ATTACK_SHARE) if emulated else None
-        return assess(lambda inputs: run_batched(session, Dataset(inputs, None)), suite, count)
-    finally:
-        session.close()
-
-
-def measure(artifact: Artifact, prepared: Prepared, variant: ModelVariant, latency_runs: int) -> dict[str, float]:
-    """Accuracy, fidelity and host latency of one candidate, run in its own runtime.
-
-    Fidelity compares with the variant's own FP32 outputs (what conversion
-    cost); accuracy drop with the model as given (what compression and
-    conversion cost together).
-    """
-    session = backends.open_session(artifact.path)
-    try:
-        data, reference = prepared.split.evaluation, variant.reference
-        reference_accuracy = prepared.reference_metrics.get("accuracy")
-        emulated = getattr(session, "emulated", False)
-        if emulated:
-            # The emulator is slow: a bounded, seeded sample, judged against FP32 on the same samples.
-            chosen = emulated_sample(len(data), variant.macs, prepared.split.seed)
-            data, reference = data.take(chosen), [r[chosen] for r in reference]
-            if data.labelled:
-                from edgekit.validate import accuracy
-
-                reference_accuracy = accuracy([r[chosen] for r in prepared.base.reference], data.y)  # type: ignore[arg-type]
-        metrics = evaluate(session, data, reference, reference_accuracy)
-        metrics["samples_available"] = float(len(prepared.split.evaluation))
-        # An emulator's speed says nothing about the device's: no number rather than a misleading one.
-        if not emulated:
-            metrics.update(measure_latency(session, first_sample(prepared.split.evaluation, variant.model.fixed_batch),
-                                           latency_runs))
-    finally:
-        session.close()
-    return metrics
-
-
-def export_job(request: ArtifactRequest, profile: TargetProfile, prepared: Prepared, variant: ModelVariant,
-               workdir: Path) -> backends.ExportJob:
-    """What the backend builds from: the variant's torch module, inputs, calibration data and quality bar."""
-    return backends.ExportJob(
-        model=copy.deepcopy(variant.model.module),
-        example_inputs=variant.example_inputs,
-        inputs=prepared.input_specs,
-        output_names=prepared.output_names,
-        request=request,
-        profile=profile,
-        calibration={k: v.astype(np.float32) if v.dtype == np.float64 else v
-                     for k, v in prepared.split.calibration.inputs.items()},
-        workdir=workdir,
-        stem=prepared.stem,
-        reference=tuple(variant.calibration_reference),
-        fidelity=prepared.fidelity_target(profile, request.precision),
-        fixed_batch=variant.model.fixed_batch,
-    )
-
-
-def _contained(request: ArtifactRequest, exc: Exception) -> CandidateSet:
-    """A converter crash as a recorded outcome: a lazily imported package missing is a skip, anything else an error."""
-    if isinstance(exc, BackendUnavailableError):
-        return CandidateSet(skipped=exc.message)
-    if isinstance(exc, EdgekitError):
-        return CandidateSet(error=exc)
-    package = (exc.name or "").split(".")[0] if isinstance(exc, ModuleNotFoundError) else ""
-    if package and package != "edgekit":  # a converter imported lazily, when a recipe needs it
-        return CandidateSet(skipped=backends.missing_package(request.format, package).message)
-    return CandidateSet(error=InternalError(f"{request.label} failed: {type(exc).__name__}: {str(exc)[:300]}"))
+Job = tuple[ArtifactRequest, TargetProfile, "ModelVariant"]
 
 
 class Candidates:
-    """Every request's ``CandidateSet`` of one build, made on first ask; files under ``work``."""
+    """Every request's ``CandidateSet`` of one build; files under ``work``.
 
-    def __init__(self, prepared: Prepared, work: Path, latency_runs: int) -> None:
+    ``make_all`` takes each distinct set from the ``cache`` (``edgekit.cache``) or builds it, on the
+    ``executor`` (``edgekit.pipeline.executor``) when several must be built; ``get`` returns a set
+    (making it on first ask). ``origins`` says where each set came from ("cache" or "built").
+    """
+
+    def __init__(self, prepared: Prepared, work: Path, latency_runs: int, cache: Any = None, executor: Any = None,
+                 inputs: Any = None) -> None:
+        from edgekit.cache import NullCache
+        from edgekit.pipeline.executor import SerialExecutor
+
         self.prepared = prepared
         self.work = work
         self.latency_runs = latency_runs
+        self.cache = cache if cache is not None else NullCache()
+        self.executor = executor if executor is not None else SerialExecutor()
+        self.inputs = inputs  # BuildInputs, which workers of a parallel executor prepare from
         self.sets: dict[str, CandidateSet] = {}
+        self.origins: dict[str, str] = {}
         self.attack_records: dict[Path, tuple[dict[str, float], dict[str, Any]]] = {}
 
     def get(self, request: ArtifactRequest, profile: TargetProfile, variant: ModelVariant) -> CandidateSet:
         key = request_key(request, profile, self.prepared, variant)
         if key not in self.sets:
-            self.sets[key] = self._make(key, request, profile, variant)
+            self.make_all([(request, profile, variant)])
         return self.sets[key]
 
-    def _make(self, key: str, request: ArtifactRequest, profile: TargetProfile, variant: ModelVariant) -> CandidateSet:
+    def make_all(self, jobs: list[Job], advance: Any = None) -> None:
+        """Make every job's set not made yet: from the cache, else built (in parallel when the executor can)."""
+        pending: dict[str, Job] = {}
+        for request, profile, variant in jobs:
+            key = request_key(request, profile, self.prepared, variant)
+            if key in self.sets or key in pending:
+                continue
+            cached = self._cached(key, variant)
+            if cached is not None:
+                self.sets[key], self.origins[key] = cached, "cache"
+            else:
+                pending[key] = (request, profile, variant)
+        parallel = self.executor.workers > 1 and len(pending) > 1 and self.inputs is not None
+        made = self._fan_out(pending) if parallel else {key: self._build(key, *job) for key, job in pending.items()}
+        for key, found in made.items():
+            self.sets[key], self.origins[key] = found, "built"
+            self._keep(key, pending[key][2], found)
+
+    def _workdir(self, key: str) -> Path:
         workdir = self.work / hashlib.sha256(key.encode()).hexdigest()[:12]
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
-        try:
-            with native_stderr_to(workdir / "converter.log"):
-                artifacts = tuple(backends.builder(request.format).build(
-                    export_job(request, profile, self.prepared, variant, workdir)))
-                metrics = {a.variant: MappingProxyType(measure(a, self.prepared, variant, self.latency_runs))
-                           for a in artifacts}
-        except Exception as exc:  # a converter crash must not take the other targets down
-            return _contained(request, exc)
-        return CandidateSet(artifacts, MappingProxyType(metrics))
+        return workdir
+
+    def _cache_key(self, key: str, variant: ModelVariant) -> str:
+        from edgekit.cache import cache_key
+        from edgekit.pipeline.cached import candidate_key
+
+        return cache_key(*candidate_key(key, self.prepared, variant, self.latency_runs))
+
+    def _cached(self, key: str, variant: ModelVariant) -> CandidateSet | None:
+        from edgekit.pipeline.cached import CANDIDATES, candidate_set_from
+
+        workdir = self._workdir(key)
+        record = self.cache.get(CANDIDATES, self._cache_key(key, variant), workdir)
+        return candidate_set_from(record, workdir) if record is not None else None
+
+    def _keep(self, key: str, variant: ModelVariant, found: CandidateSet) -> None:
+        """Put a built set into the cache; one that failed or was skipped is tried again next time."""
+        from edgekit.pipeline.cached import CANDIDATES, candidate_record
+
+        if found.error is None and found.skipped is None and found.artifacts:
+            files, record = candidate_record(found)
+            self.cache.put(CANDIDATES, self._cache_key(key, variant), files, record)
+
+    def _build(self, key: str, request: ArtifactRequest, profile: TargetProfile, variant: ModelVariant) -> CandidateSet:
+        return make_candidate_set(self.prepared, request, profile, variant, self._workdir(key), self.latency_runs)
+
+    def _fan_out(self, pending: dict[str, Job]) -> dict[str, CandidateSet]:
+        """Build the pending sets as tasks on the executor; each result's files land in its work folder."""
+        from edgekit.pipeline.cached import candidate_set_from
+        from edgekit.pipeline.tasks import CandidateTask, rebuilt_error, run_candidate_task, write_files
+
+        load = min(self.executor.workers, len(pending))
+        root = getattr(self.cache, "root", None)
+        tasks = [CandidateTask(self.inputs, request, profile, variant.name, self.latency_runs,
+                               str(root) if root is not None else None, load)
+                 for request, profile, variant in pending.values()]
+        made = {}
+        for (key, (request, _, _)), outcome in zip(pending.items(), self.executor.map(run_candidate_task, tasks),
+                                                  strict=True):
+            if isinstance(outcome, BaseException):
+                made[key] = contained(request, outcome)  # type: ignore[arg-type]
+            elif outcome.record is None:
+                made[key] = CandidateSet(skipped=outcome.skipped,
+                                         error=rebuilt_error(outcome.error) if outcome.error else None)
+            else:
+                workdir = self._workdir(key)
+                write_files(outcome, workdir)
+                made[key] = candidate_set_from(outcome.record, workdir)
+        return made
 
     def attacks(self, artifact: Artifact, evaluated: int) -> tuple[dict[str, float], dict[str, Any]]:
         """The attack suite's metrics and record for one candidate, run once (on first ask) and kept.

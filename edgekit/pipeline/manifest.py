@@ -7,7 +7,6 @@ manifest the schema refuses is edgekit's bug and is never written.
 from __future__ import annotations
 
 import datetime as dt
-import importlib.metadata
 import json
 import platform
 import shutil
@@ -16,23 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from edgekit import __version__, backends
+from edgekit import __version__
+from edgekit.backends import tool_versions
 from edgekit.attacks.assess import describe as describe_attacks
 from edgekit.errors import InternalError
 from edgekit.pipeline.inputs import BuildInputs
 from edgekit.pipeline.prepare import Prepared
 from edgekit.release.manifest import MANIFEST_NAME, SCHEMA_VERSION
-
-
-def tool_versions() -> dict[str, str]:
-    """Installed versions of every backend's tools (missing ones left out)."""
-    versions = {}
-    for name in backends.tool_packages():
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 def interface(prepared: Prepared) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ stage reads.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from edgekit.config import BuildConfig, TargetProfile
 from edgekit.data import Dataset, Split, bind_inputs, load_npz, split
 from edgekit.errors import DataError, InputError
 from edgekit.fidelity import FidelityTarget
+from edgekit.pipeline.cached import compress_cached
 from edgekit.pipeline.inputs import BuildInputs, Reporter, searched
 
 if TYPE_CHECKING:
@@ -117,8 +119,8 @@ def _reference_metrics(base: ModelVariant, uncompressed: LoadedModel | None, dat
     return metrics
 
 
-def _search_variants(inputs: BuildInputs, base: ModelVariant, data: Split,
-                     reporter: Reporter) -> tuple[dict[str, ModelVariant], dict[str, str]]:
+def _search_variants(inputs: BuildInputs, base: ModelVariant, data: Split, reporter: Reporter,
+                     cache: Any) -> tuple[dict[str, ModelVariant], dict[str, str]]:
     """Train the compressed variants the searched targets ask for (each once, shared by targets)."""
     from edgekit.variants import wanted_specs
 
@@ -134,7 +136,8 @@ def _search_variants(inputs: BuildInputs, base: ModelVariant, data: Split,
     reporter.step(f"training {len(specs)} compressed variant(s) for the search")
     # The compression stages already refuse a variant whose outputs differ from the model's.
     made, failed = compressed_variants(base, specs, load_training_data(base.model, train_path), data,
-                                       config.base_dir, ReporterProgress(reporter))
+                                       config.base_dir, ReporterProgress(reporter),
+                                       compress=functools.partial(compress_cached, cache))
     for name, why in failed.items():
         reporter.note(f"search variant {name} left out: {why}")
     return made, failed
@@ -154,26 +157,29 @@ def craft_attacks(inputs: BuildInputs, model: LoadedModel, data: Split, classes:
     return craft_suite(model, data, train, config.attacks, classes, macs)
 
 
-def prepare(inputs: BuildInputs, reporter: Reporter, variants: bool = True) -> Prepared:
+def prepare(inputs: BuildInputs, reporter: Reporter, variants: bool = True, cache: Any = None) -> Prepared:
     """Everything the build needs before converting; raises InputError / DataError for what does not fit.
 
     ``variants=False`` leaves out the search's compressed variants (an audit of an existing build needs
-    only the model as given).
+    only the model as given). ``cache`` (``edgekit.cache``) keeps the models the build trains; None keeps none.
     """
+    from edgekit.cache import NullCache
+
+    cache = cache if cache is not None else NullCache()
     config = inputs.config
     reporter.step("loading model")
     model, stem = _load_model(config)
     uncompressed, compression = None, []
     if config.prune is not None or config.distill is not None:
-        from edgekit.compress.stage import ReporterProgress, compress_for_build, load_training_data
+        from edgekit.compress.stage import ReporterProgress, load_training_data
 
         train_path = config.resolve(config.data.train if config.data else None)
         assert train_path is not None  # resolve_inputs refused configs without it
         reporter.step("compressing the model")
         uncompressed = model
-        model, compression = compress_for_build(model, load_training_data(model, train_path), prune=config.prune,
-                                                distill=config.distill, base_dir=config.base_dir,
-                                                progress=ReporterProgress(reporter))
+        model, compression = compress_cached(cache, model, load_training_data(model, train_path), prune=config.prune,
+                                             distill=config.distill, base_dir=config.base_dir,
+                                             progress=ReporterProgress(reporter))
     reporter.step("loading data")
     dataset, classes = _load_data(inputs, model)
     data_section = config.data
@@ -191,7 +197,7 @@ def prepare(inputs: BuildInputs, reporter: Reporter, variants: bool = True) -> P
     )
     reference_metrics = _reference_metrics(base, uncompressed, data)
     attacks = craft_attacks(inputs, model, data, classes, base.macs, reporter)
-    made, failed = _search_variants(inputs, base, data, reporter) if variants else ({}, {})
+    made, failed = _search_variants(inputs, base, data, reporter, cache) if variants else ({}, {})
     return Prepared(stem, model, tuple(compression), data, base, MappingProxyType({BASE: base, **made}),
                     MappingProxyType(failed), output_names, input_specs, classes, MappingProxyType(reference_metrics),
                     attacks)
