@@ -47,6 +47,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgekit import errors
+from edgekit.bench_stats import latency_samples, metric_interval
+from edgekit.device_state import DeviceProbe, around
 
 if TYPE_CHECKING:
     from edgekit.backends import Session, TensorSpec
@@ -371,6 +373,7 @@ def measure(request: BenchRequest) -> dict[str, Any]:
         "first_inference_ms": round((first_end - first_start) * 1e3, 3),
         "cold_start_ms": round(((loaded - start) + (first_end - first_start)) * 1e3, 3),
         "latency_ms": stats,
+        "latency_samples_ms": latency_samples(times),  # per-run, for bench compare's intervals
         "throughput": {
             "inferences_per_s": round(1e3 / stats["mean"], 3) if stats["mean"] > 0 else None,
             "samples_per_s": round(request.batch * 1e3 / stats["mean"], 3) if stats["mean"] > 0 else None,
@@ -580,6 +583,7 @@ def bench(
     progress: Any = None,
     micro_batch: bool = False,
     max_wait_ms: float = 2.0,
+    probe: DeviceProbe | None = None,
 ) -> list[dict[str, Any]]:
     """Measure every artifact × thread count × batch size, each in its own child process.
 
@@ -588,6 +592,9 @@ def bench(
     each measurement. Every result carries ``machine``. With ``micro_batch``
     each result also holds ``micro_batch``: the same artifact served through a
     micro-batcher of max batch = the batch size (``measure_micro_batch``).
+    Each measured result carries ``device_state``: the CPU governor, clock,
+    temperature and throttling before and after it, read through ``probe``
+    (default: this machine's /sys and vcgencmd), with ``warnings``.
     """
     from edgekit.backends import detect_format
 
@@ -595,6 +602,7 @@ def bench(
         from edgekit.machine import describe
 
         machine = describe()
+    probe = probe or DeviceProbe()
     formats = {path: detect_format(path) for path in artifacts}  # all bad paths fail before any measuring
     results = []
     for path in artifacts:
@@ -609,7 +617,9 @@ def bench(
                     progress(f"{path.name}: threads={thread_count} batch={batch}")
                 request = BenchRequest(str(path), thread_count, batch, warmup, runs, duration_s,
                                        None if data is None else str(data), seed, micro_batch, max_wait_ms)
-                results.append({**run_isolated(request), "machine": machine})
+                before = probe.snapshot()
+                measured = run_isolated(request)
+                results.append({**measured, "machine": machine, "device_state": around(probe, before)})
     return results
 
 
@@ -741,6 +751,10 @@ def _get(result: dict[str, Any], keys: tuple[str, ...]) -> float | None:
 def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     """Pair the measured results of two bench documents and compute B/A ratios.
 
+    Each ratio comes with ``ratio_ci95``, its 95 % interval from the per-run
+    latencies (``bench_stats.metric_interval``), or None where the results
+    hold too few runs or none (files from before edgekit kept them).
+
     Results pair by (artifact name, threads, batch) first: the same artifact on
     two machines. Those left over pair in order by (threads, batch): a before
     and after artifact with different names. Anything still unpaired is listed.
@@ -766,7 +780,8 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         for label, keys, higher_is_better in (*COMPARED_METRICS, *micro):
             va, vb = _get(ra, keys), _get(rb, keys)
             ratio = round(vb / va, 4) if va and vb is not None else None
-            metrics.append({"metric": label, "a": va, "b": vb, "ratio": ratio, "higher_is_better": higher_is_better})
+            metrics.append({"metric": label, "a": va, "b": vb, "ratio": ratio, "higher_is_better": higher_is_better,
+                            "ratio_ci95": metric_interval(label, keys, ra, rb) if ratio is not None else None})
         rows.append({
             "a": {"artifact": ra["artifact"], "threads": ra["threads"], "batch": ra["batch"]},
             "b": {"artifact": rb["artifact"], "threads": rb["threads"], "batch": rb["batch"]},

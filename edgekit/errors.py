@@ -111,3 +111,23 @@ class PredictionError(EdgekitError):
     """A model's runtime failed on inputs that passed the interface check (the artifact, not the caller)."""
 
     exit_code = EXIT_INTERNAL
+
+
+class RemoteError(InputError):
+    """A device reached over SSH (``--remote``) that edgekit could not use; the message names the step."""
+
+
+class SshMissingError(RemoteError):
+    """No ``ssh``/``scp`` client on this machine."""
+
+
+class HostUnreachableError(RemoteError):
+    """The device did not answer: a wrong name or port, a device that is off, a network in the way."""
+
+
+class HostKeyError(RemoteError):
+    """The device's SSH host key is unknown here, or changed: edgekit never trusts a key blindly."""
+
+
+class RemoteSetupError(RemoteError):
+    """The device lacks what the command needs there (Python, edgekit), or installing it failed."""

@@ -188,3 +188,27 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
         terminalreporter.write_sep("-", f"unmarked tests over {SLOW_UNMARKED_SECONDS:.0f} s: mark them @pytest.mark.slow")
         for report in sorted(unmarked, key=lambda r: -r.duration):
             terminalreporter.write_line(f"{report.duration:6.1f}s {report.nodeid}")
+
+
+@pytest.fixture()
+def manifest_for(tmp_path: Path) -> Callable[..., Path]:
+    """``manifest_for(artifact, {target: budgets}, reference_accuracy=1.0)``: a minimal schema-valid build manifest
+    listing ``artifact`` (its real sha256 and size) once per target, written into tmp_path."""
+    import json
+
+    from edgekit.artifact import sha256_file, size_bytes
+
+    def write(artifact: Path, budgets: dict[str, dict[str, float]], reference_accuracy: float | None = 1.0) -> Path:
+        entries = [{"target": target, "format": artifact.suffix.lstrip("."), "precision": "fp32",
+                    "path": f"{target}/{artifact.name}", "sha256": sha256_file(artifact),
+                    "size_bytes": size_bytes(artifact), "runtime": "r", "min_runtime_version": None, "passed": True,
+                    "budgets": limits, "metrics": {"accuracy": 1.0}} for target, limits in budgets.items()]
+        manifest = {"schema_version": 1, "created_at": "2026-01-01T00:00:00Z",
+                    "model": {"name": "m", "version": "1.0.0"}, "toolkit": {"edgekit": "0.1.0"},
+                    "targets": [{"name": t, "status": "passed"} for t in budgets], "artifacts": entries,
+                    **({"reference": {"accuracy": reference_accuracy}} if reference_accuracy is not None else {})}
+        path = tmp_path / "manifest.json"
+        path.write_text(json.dumps(manifest))
+        return path
+
+    return write

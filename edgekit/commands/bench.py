@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgekit.commands.output import emit_json
+from edgekit.commands.remote_options import remote_options
 from edgekit.errors import BudgetError, OutputError
 
 
@@ -93,6 +93,7 @@ def bench() -> None:
               help="Also write the results as JSON to this file.")
 @click.option("--csv", "csv_out", type=click.Path(path_type=Path, allow_dash=True), default=None,
               help="Write results as CSV to this file ('-' for stdout).")
+@remote_options
 def run(
     artifacts: tuple[Path, ...],
     threads: list[int],
@@ -110,12 +111,17 @@ def run(
     as_json: bool,
     json_out: Path | None,
     csv_out: Path | None,
+    remote: Any,
 ) -> None:
-    """Measure cold start, latency, throughput and peak memory of ARTIFACTS (.onnx, .tflite, .mlpackage)."""
+    """Measure cold start, latency, throughput and peak memory of ARTIFACTS (.onnx, .tflite, .mlpackage).
+
+    With --remote ssh://user@host the artifacts are copied to that device and
+    measured there; the results print here as if measured here, plus where.
+    """
     from edgekit import bench as core
     from edgekit.config import load_profile
     from edgekit.errors import DataError
-    from edgekit.machine import describe, same_arch
+    from edgekit.machine import describe
 
     _refuse_overwriting(artifacts, json_out, csv_out)
     if as_json and str(csv_out) == "-":
@@ -127,29 +133,25 @@ def run(
     table_console = Console(stderr=stdout_taken)
     status_console = Console(stderr=True)
 
-    machine = describe(label)
     with status_console.status("benchmarking") as status:
-        results = core.bench(
-            list(artifacts), threads, batch, warmup=warmup, runs=runs, duration_s=duration, data=data, seed=seed,
-            machine=machine, progress=lambda text: status.update(f"benchmarking {text}"),
-            micro_batch=micro_batch, max_wait_ms=max_wait,
-        )
-
-    failures = []
-    for profile in profiles:
-        if not same_arch(profile.device.arch):
-            status_console.print(
-                f"[yellow]note:[/] measured on {platform.machine()}; target {profile.name} is {profile.device.arch}. "
-                "The verdicts describe this machine, not the target device."
+        if remote is None:
+            machine = describe(label)
+            results = core.bench(
+                list(artifacts), threads, batch, warmup=warmup, runs=runs, duration_s=duration, data=data, seed=seed,
+                machine=machine, progress=lambda text: status.update(f"benchmarking {text}"),
+                micro_batch=micro_batch, max_wait_ms=max_wait,
             )
-        for result in results:
-            if "skipped" in result:
-                continue
-            checks = core.check_budgets(result, profile.budgets, profile.name, latency_stat)
-            result.setdefault("budgets", []).extend(checks)
-            failures += [(result, c) for c in checks if c["status"] == "fail"]
+        else:
+            from edgekit.commands.remote_options import bench_on_device
 
+            on_device = bench_on_device(remote, artifacts, data, _measuring_words(
+                threads, batch, runs, duration, warmup, seed, micro_batch, max_wait, label), status.update)
+            machine, results = on_device["machine"], on_device["results"]
+
+    failures = _check_profiles(profiles, results, machine, latency_stat, status_console)
     document = core.make_document(results, machine)
+    if remote is not None:
+        document["remote"] = on_device["remote"]
     _print_results(table_console, document)
     _emit_json(document, as_json, json_out)
     if csv_out is not None:
@@ -164,6 +166,38 @@ def run(
             f"{len(failures)} budget check(s) failed: {missed}",
             "Use a smaller or lower-precision artifact, fewer threads' contention, or relax the profile's budgets",
         )
+
+
+def _check_profiles(profiles: list[Any], results: list[dict[str, Any]], machine: dict[str, Any], latency_stat: str,
+                    console: Console) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Add each profile's latency and RAM verdicts to the results; the failed (result, check) pairs."""
+    from edgekit import bench as core
+    from edgekit.machine import same_arch
+
+    failures = []
+    for profile in profiles:
+        if not same_arch(profile.device.arch, machine.get("arch")):
+            console.print(
+                f"[yellow]note:[/] measured on {machine.get('arch')}; target {profile.name} is {profile.device.arch}. "
+                "The verdicts describe this machine, not the target device."
+            )
+        for result in results:
+            if "skipped" in result:
+                continue
+            checks = core.check_budgets(result, profile.budgets, profile.name, latency_stat)
+            result.setdefault("budgets", []).extend(checks)
+            failures += [(result, c) for c in checks if c["status"] == "fail"]
+    return failures
+
+
+def _measuring_words(threads: list[int], batch: list[int], runs: int, duration: float | None, warmup: int, seed: int,
+                     micro_batch: bool, max_wait: float, label: str | None) -> list[str]:
+    """The measuring options as command-line words, for the same bench on a remote device."""
+    words = ["--threads", ",".join(map(str, threads)), "--batch", ",".join(map(str, batch)), "--runs", str(runs),
+             "--warmup", str(warmup), "--seed", str(seed), "--max-wait", repr(max_wait)]
+    words += ["--duration", repr(duration)] if duration is not None else []
+    words += ["--micro-batch"] if micro_batch else []
+    return words + (["--label", label] if label else [])
 
 
 @bench.command("compare")
@@ -186,7 +220,8 @@ def compare(a: Path, b: Path, as_json: bool, json_out: Path | None) -> None:
     console = Console(stderr=as_json)
     name_a, name_b = short_name(comparison["a_machine"]), short_name(comparison["b_machine"])
     console.print(f"A = {a.name}: {name_a}\nB = {b.name}: {name_b}\n"
-                  "B/A below 1 means B is faster or smaller (above 1 for throughput).")
+                  "B/A below 1 means B is faster or smaller (above 1 for throughput); \\[low-high] is its 95 % "
+                  "interval from the per-run latencies (colour: over 2 % and the interval excludes 1).")
     for pair in comparison["pairs"]:
         pa, pb = pair["a"], pair["b"]
         title = (f"{pa['artifact']}" if pa["artifact"] == pb["artifact"] else f"{pa['artifact']} → {pb['artifact']}")
@@ -194,7 +229,8 @@ def compare(a: Path, b: Path, as_json: bool, json_out: Path | None) -> None:
         for column in ("metric", "A", "B", "B/A"):
             table.add_column(column, justify="left" if column == "metric" else "right")
         for m in pair["metrics"]:
-            table.add_row(m["metric"], _fmt(m["a"]), _fmt(m["b"]), _ratio(m["ratio"], m["higher_is_better"]))
+            table.add_row(m["metric"], _fmt(m["a"]), _fmt(m["b"]),
+                          _ratio(m["ratio"], m["higher_is_better"], m.get("ratio_ci95")))
         console.print(table)
     for side in ("a", "b"):
         for item in comparison[f"only_in_{side}"]:
@@ -223,12 +259,17 @@ def _compact(value: float | None) -> str:
     return f"{value:.0f}" if value >= 1000 else f"{value:.3g}"  # 8230, not 8.23e+03
 
 
-def _ratio(ratio: float | None, higher_is_better: bool) -> str:
+def _ratio(ratio: float | None, higher_is_better: bool, interval: list[float] | None = None) -> str:
+    """``0.93× [0.91-0.95]``; green or red when B is better or worse by more than 2 % and, when there is an
+    interval, it excludes 1. (Separate runs of one model on a busy host differ by a few % while each interval
+    is far narrower: the interval is within-run precision, the 2 % keeps run-to-run noise white.)"""
     if ratio is None:
         return "-"
     better = ratio > 1 if higher_is_better else ratio < 1
-    colour = "green" if better and abs(ratio - 1) > 0.02 else ("red" if abs(ratio - 1) > 0.02 else "white")
-    return f"[{colour}]{ratio:.2f}×[/]"
+    differs = abs(ratio - 1) > 0.02 and not (interval and interval[0] <= 1 <= interval[1])
+    colour = ("green" if better else "red") if differs else "white"
+    shown = f" \\[{interval[0]:.2f}-{interval[1]:.2f}]" if interval else ""  # an escaped bracket: text, not rich markup
+    return f"[{colour}]{ratio:.2f}×{shown}[/]"
 
 
 _BUDGET_NAMES = {"max_latency_ms": "latency", "max_ram_mb": "RAM"}
@@ -267,6 +308,7 @@ def _print_results(console: Console, document: dict[str, Any]) -> None:
     console.print("[dim]times in ms · /s: samples per second · peak: process RSS in MiB · "
                   "model: peak minus the bare runtime's baseline[/]")
     _print_micro_batch(console, document["results"])
+    _print_device_warnings(console, document)
     for result in document["results"]:
         if "skipped" in result:
             console.print(f"[yellow]skipped {result['artifact']}:[/] {result['skipped']}")
@@ -278,6 +320,24 @@ def _print_results(console: Console, document: dict[str, Any]) -> None:
                 f"({v['note']}) [{style}]{v['status']}[/]",
                 highlight=False,
             )
+
+
+def _print_device_warnings(console: Console, document: dict[str, Any]) -> None:
+    """What speaks against trusting the figures (governor, clock, heat, throttling; an older edgekit remotely),
+    each warning once."""
+    if document.get("remote"):
+        remote = document["remote"]
+        console.print(f"[dim]measured on {remote['url']} with {remote['python']} (edgekit {remote['edgekit']}), "
+                      f"{remote['seconds']} s in all[/]", highlight=False)
+    seen: dict[str, list[str]] = {}
+    for result in document["results"]:
+        for warning in (result.get("device_state") or {}).get("warnings", []):
+            seen.setdefault(warning, []).append(f"{result['artifact']} t{result['threads']} b{result['batch']}")
+    for warning in (document.get("remote") or {}).get("warnings", []):
+        seen.setdefault(warning, [])
+    for warning, where in seen.items():
+        scope = f" ({', '.join(where)})" if where and len(where) < len(document["results"]) else ""
+        console.print(f"[yellow]warning{scope}:[/] {warning}", highlight=False)
 
 
 def _print_micro_batch(console: Console, results: list[dict[str, Any]]) -> None:

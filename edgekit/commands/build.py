@@ -13,6 +13,7 @@ import click
 from edgekit.errors import EXIT_OK, BudgetError
 from edgekit.commands.execution import execution, execution_options
 from edgekit.commands.output import console, emit_json, progress_reporter, summary_table
+from edgekit.commands.remote_options import remote_options
 
 
 def _config_from_source(source: str, trust_pickle: bool, factory_weights: Path | None) -> Any:
@@ -136,18 +137,29 @@ def _finish(result: Any, as_json: bool) -> None:
 @click.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="Evaluation data (.npz).")
-@click.option("--target", "-t", "target", help="Profile whose budgets to check (name or .toml).")
+@click.option("--target", "-t", "target",
+              help="Profile whose budgets to check (name or .toml); with --manifest, which of the artifact's entries.")
+@click.option("--manifest", type=click.Path(path_type=Path),
+              help="The build's manifest.json: check the budgets and FP32 accuracy it recorded for this artifact "
+                   "(found by sha256; a changed file is refused).")
 @click.option("--reference", type=click.Path(path_type=Path), help="Baseline artifact (e.g. the FP32 one) to compare with.")
 @click.option("--runs", default=50, show_default=True, type=click.IntRange(min=1), help="Timed runs for latency.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def validate(artifact: Path, data: Path, target: str | None, reference: Path | None, runs: int, as_json: bool) -> None:
+@remote_options
+def validate(artifact: Path, data: Path, target: str | None, reference: Path | None, runs: int, as_json: bool,
+             manifest: Path | None = None, remote: Any = None) -> None:
     """Validate one artifact in its own runtime (no torch needed).
 
     Run on the device, this measures the device's own latency and checks the
     target's latency and RAM budgets for real; on a host of another
     architecture (or for an emulated format) those checks are skipped with a
-    note, as in `build`.
+    note, as in `build`. With --manifest, the target, budgets and FP32
+    accuracy come from the build's manifest; with --remote ssh://user@host it
+    all runs on that device and the report prints here.
     """
+    if remote is not None:
+        _validate_on_device(remote, artifact, data, target, manifest, reference, runs, as_json)
+        return
     from edgekit.backends import open_session
     from edgekit.config import Precision, load_profile
     from edgekit.data import bind_inputs, load_npz
@@ -156,12 +168,15 @@ def validate(artifact: Path, data: Path, target: str | None, reference: Path | N
     from edgekit.validate import check_budgets, evaluate, measure_latency, peak_rss_mb, run_batched, verdict
     from edgekit.artifact import size_bytes
 
+    entry = _manifest_entry(manifest, artifact, target)  # before any work: a changed file is refused at once
     session = open_session(artifact)
     dataset = bind_inputs(load_npz(data), [s.name for s in session.inputs], str(data))
     recorded = _build_report(artifact)
     baseline = None
     # Without a reference artifact, the FP32 accuracy the build measured stands in for the accuracy drop.
     baseline_accuracy = recorded.get("reference", {}).get("accuracy") if dataset.labelled else None
+    if entry is not None and dataset.labelled and entry.reference_accuracy is not None:
+        baseline_accuracy = entry.reference_accuracy
     if reference is not None:
         baseline = run_batched(open_session(reference), dataset)
         if dataset.labelled:
@@ -174,36 +189,99 @@ def validate(artifact: Path, data: Path, target: str | None, reference: Path | N
     metrics["peak_rss_mb"] = peak_rss_mb(session)  # the process that ran the model, in MiB
     report: dict[str, Any] = {"artifact": str(artifact), "size_bytes": size_bytes(artifact), "metrics": metrics}
     passed = True
-    if target:
-        profile = load_profile(target)
-        precision = recorded.get("precision")
-        known = typing.get_args(Precision)
-        budgets = profile.budgets_for(precision) if precision in known else profile.budgets
+    if target or entry:
+        if entry is not None:
+            from edgekit.manifest_entry import budgets_of
+
+            budgets, name, arch = budgets_of(entry), entry.target, _profile_arch(target or entry.target)
+            details = {**entry.facts, **_build_details(artifact)}
+            report["manifest"] = entry.as_dict()
+        else:
+            profile = load_profile(target)  # type: ignore[arg-type]
+            precision = recorded.get("precision")
+            known = typing.get_args(Precision)
+            budgets = profile.budgets_for(precision) if precision in known else profile.budgets
+            name, arch, details = profile.name, profile.device.arch, _build_details(artifact)
         # A host of another instruction set is not the device: its latency and RAM say nothing
-        # certain about the target, and an emulator's say nothing at all (as in `build`).
-        on_device = same_arch(profile.device.arch) and not getattr(session, "emulated", False)
-        checks = check_budgets(metrics, budgets, report["size_bytes"], CandidateFacts.read(_build_details(artifact), artifact.name),
-                               device_measured=on_device, device_name=profile.name, classes=dataset.labelled)
-        report["target"] = profile.name
+        # certain about the target, and an emulator's say nothing at all (as in `build`). A profile
+        # this machine lacks (a custom one named in the manifest) says no arch, so nothing proves this
+        # is the device: those checks are skipped; -t PATH/TO/profile.toml names the arch.
+        on_device = arch is not None and same_arch(arch) and not getattr(session, "emulated", False)
+        checks = check_budgets(metrics, budgets, report["size_bytes"], CandidateFacts.read(details, artifact.name),
+                               device_measured=on_device, device_name=name, classes=dataset.labelled)
+        report["target"] = name
         report["measured_on_device"] = on_device
         report["checks"] = [c.as_dict() for c in checks]
         passed = verdict(checks)
         report["passed"] = passed
+    _print_validation(report, as_json)
+    if not passed:
+        raise BudgetError(f"{artifact.name} misses the budgets of {report['target']}", "See the failed checks above")
+
+
+def _print_validation(report: dict[str, Any], as_json: bool) -> None:
+    """A validate report: the JSON document, or a metrics table and one line per check."""
     if as_json:
         emit_json(report)
-    else:
-        from rich.table import Table
+        return
+    from rich.table import Table
 
-        table = Table(title=f"{artifact.name}")
-        table.add_column("metric")
-        table.add_column("value", justify="right")
-        for key, value in metrics.items():
-            table.add_row(key, f"{value:.6g}")
-        console().print(table)
-        for check in report.get("checks", []):
-            console().print(f"{check['budget']}: {check['status']} (value {check['value']}, limit {check['limit']}) {check['note']}")
-    if not passed:
-        raise BudgetError(f"{artifact.name} misses the budgets of {target}", "See the failed checks above")
+    table = Table(title=f"{Path(report['artifact']).name}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in report["metrics"].items():
+        table.add_row(key, f"{value:.6g}")
+    console().print(table)
+    if "manifest" in report:
+        source = report["manifest"]
+        console().print(f"budgets of {source['target']} from {source['file']} (sha256 {source['sha256'][:12]}... matches)")
+    if "remote" in report:
+        console().print(f"measured on {report['remote']['url']} with {report['remote']['python']}")
+    for check in report.get("checks", []):
+        console().print(f"{check['budget']}: {check['status']} (value {check['value']}, limit {check['limit']}) {check['note']}")
+
+
+def _manifest_entry(manifest: Path | None, artifact: Path, target: str | None) -> Any:
+    """The artifact's entry in ``manifest`` (``edgekit.manifest_entry``), picked by ``target`` (a name or .toml)."""
+    if manifest is None:
+        return None
+    from edgekit.manifest_entry import find_entry
+
+    name = target
+    if target is not None and (target.endswith(".toml") or Path(target).is_file()):
+        from edgekit.config import load_profile
+
+        name = load_profile(target).name
+    return find_entry(manifest, artifact, name)
+
+
+def _profile_arch(target: str) -> str | None:
+    """The device arch of a profile (name or .toml), or None when this machine does not have that profile."""
+    from edgekit.config import load_profile
+    from edgekit.errors import TargetNotFoundError
+
+    try:
+        return load_profile(target).device.arch
+    except TargetNotFoundError:
+        return None
+
+
+def _validate_on_device(remote: Any, artifact: Path, data: Path, target: str | None, manifest: Path | None,
+                        reference: Path | None, runs: int, as_json: bool) -> None:
+    """``validate --remote``: the same validation on the device (inputs copied there), printed here."""
+    from rich.console import Console
+
+    from edgekit.commands.remote_options import validate_on_device
+
+    profile_file = Path(target) if target and (target.endswith(".toml") or Path(target).is_file()) else None
+    options = ["--runs", str(runs), *(["--target", target] if target and profile_file is None else [])]
+    files = {"--manifest": manifest, "--reference": reference, "--target": profile_file}
+    with Console(stderr=True).status("validating") as status:
+        report, code = validate_on_device(remote, artifact, data, options, files, status.update)
+    _print_validation(report, as_json)
+    if code != EXIT_OK or report.get("passed") is False:
+        raise BudgetError(f"{artifact.name} misses the budgets of {report.get('target')} on {remote.target}",
+                          "See the failed checks above")
 
 
 def _build_report(artifact: Path) -> dict[str, Any]:
