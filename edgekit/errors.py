@@ -131,3 +131,8 @@ class HostKeyError(RemoteError):
 
 class RemoteSetupError(RemoteError):
     """The device lacks what the command needs there (Python, edgekit), or installing it failed."""
+
+
+class EmulationUnavailableError(InputError):
+    """Emulating an ARM device needs a tool (QEMU, debootstrap), a mirror or a package index this machine lacks;
+    the message names what is missing and the command that installs it."""

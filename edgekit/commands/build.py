@@ -14,6 +14,7 @@ from edgekit.errors import EXIT_OK, BudgetError
 from edgekit.commands.execution import execution, execution_options
 from edgekit.commands.output import console, emit_json, progress_reporter, summary_table
 from edgekit.commands.remote_options import remote_options
+from edgekit.emulation.devices import DEVICES
 
 
 def _config_from_source(source: str, trust_pickle: bool, factory_weights: Path | None) -> Any:
@@ -145,9 +146,14 @@ def _finish(result: Any, as_json: bool) -> None:
 @click.option("--reference", type=click.Path(path_type=Path), help="Baseline artifact (e.g. the FP32 one) to compare with.")
 @click.option("--runs", default=50, show_default=True, type=click.IntRange(min=1), help="Timed runs for latency.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--emulate", type=click.Choice(sorted(DEVICES)),
+              help="Also run the artifact on an emulated Raspberry Pi (arm64 under QEMU, its own aarch64 runtime) and "
+                   "compare the outputs with this host's on the same samples; exit 1 when they differ.")
+@click.option("--install-tools", is_flag=True, help="With --emulate: apt-get install QEMU and debootstrap when missing (root).")
 @remote_options
 def validate(artifact: Path, data: Path, target: str | None, reference: Path | None, runs: int, as_json: bool,
-             manifest: Path | None = None, remote: Any = None) -> None:
+             manifest: Path | None = None, remote: Any = None, emulate: str | None = None,
+             install_tools: bool = False) -> None:
     """Validate one artifact in its own runtime (no torch needed).
 
     Run on the device, this measures the device's own latency and checks the
@@ -214,7 +220,10 @@ def validate(artifact: Path, data: Path, target: str | None, reference: Path | N
         report["checks"] = [c.as_dict() for c in checks]
         passed = verdict(checks)
         report["passed"] = passed
+    if emulate:  # the same samples in the emulated Pi's own runtime, compared with this host's outputs
+        report["emulation"] = _emulate(artifact, session, dataset.inputs, recorded.get("precision"), emulate, install_tools)
     _print_validation(report, as_json)
+    _emulation_verdict(report, artifact)
     if not passed:
         raise BudgetError(f"{artifact.name} misses the budgets of {report['target']}", "See the failed checks above")
 
@@ -239,6 +248,26 @@ def _print_validation(report: dict[str, Any], as_json: bool) -> None:
         console().print(f"measured on {report['remote']['url']} with {report['remote']['python']}")
     for check in report.get("checks", []):
         console().print(f"{check['budget']}: {check['status']} (value {check['value']}, limit {check['limit']}) {check['note']}")
+    if "emulation" in report:
+        from edgekit.emulation.check import describe
+
+        console().print(describe(report["emulation"]))
+
+
+def _emulate(artifact: Path, session: Any, inputs: dict[str, Any], precision: str | None, device: str,
+             install_tools: bool) -> dict[str, Any]:
+    """The --emulate record (``edgekit.emulation.check_artifact``), the host run made on the same samples."""
+    from edgekit.emulation.check import check_validated_session
+
+    return check_validated_session(artifact, session, inputs, device, precision, install_tools)
+
+
+def _emulation_verdict(report: dict[str, Any], artifact: Path) -> None:
+    """Exit 1, once the report is printed, when the emulated device computed other outputs than this host."""
+    record = report.get("emulation")
+    if record is not None and record["status"] != "pass":
+        raise BudgetError(f"{artifact.name} gives other outputs on the {record['validated_on']} than on this host: "
+                          f"{record['message']}", "See the emulation record above (docs/emulation.md)")
 
 
 def _manifest_entry(manifest: Path | None, artifact: Path, target: str | None) -> Any:
