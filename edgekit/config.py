@@ -23,6 +23,7 @@ from edgekit.strict import StrictModel, validation_problems
 Precision = Literal["fp32", "fp16", "int8", "dynamic-int8", "int4"]
 DeviceKind = Literal["sbc", "phone", "microcontroller", "gpu-sbc", "desktop"]
 TaskKind = Literal["auto", "classification", "regression", "embedding"]
+EmulatedBoard = Literal["pi4", "pi5"]  # edgekit.emulation.devices
 
 # The shipped profiles: the top-level targets/ folder, installed as the edgekit.targets package.
 PROFILES_DIR = Path(str(importlib.resources.files("edgekit.targets")))
@@ -139,6 +140,8 @@ class Device(StrictModel):
     flash_mb: float | None = Field(None, gt=0)
     os: str | None = None
     min_ios: str | None = Field(None, description="minimum iOS for Core ML deployment targets")
+    emulate: EmulatedBoard | None = Field(None, description="build: run each shipped artifact on this emulated "
+                                          "board (QEMU, its own aarch64 runtime) and compare with the host")
 
 
 class ArtifactRequest(StrictModel):
@@ -253,6 +256,7 @@ class TargetOverride(StrictModel):
     fidelity: FidelityOverride | None = None
     artifacts: list[ArtifactRequest] | None = None
     search: SearchSpace | None = None
+    emulate: EmulatedBoard | None = Field(None, description="validate this target's artifacts on an emulated board")
 
 
 class AttacksSection(StrictModel):
@@ -396,6 +400,10 @@ def apply_overrides(profile: TargetProfile, config: BuildConfig | None) -> Targe
         fidelity = fidelity.layered(override.fidelity)
         artifacts = override.artifacts or artifacts
         search = _merge_search(search, override.search)
+        if override.emulate is not None:
+            device = profile.device.model_copy(update={"emulate": override.emulate})
+            return profile.model_copy(update={"budgets": budgets, "fidelity": fidelity, "artifacts": artifacts,
+                                              "search": search, "device": device})
     return profile.model_copy(update={"budgets": budgets, "fidelity": fidelity, "artifacts": artifacts, "search": search})
 
 

@@ -261,6 +261,17 @@ def firmware_library(request: ArtifactRequest, profile: TargetProfile, chosen: A
             "files": {f"{relative}/{path.name}": sha256_file(path) for path in library.files}}
 
 
+def _emulate(entry: dict[str, Any], board: str, destination: Path, prepared: Prepared, precision: str) -> None:
+    """Run the shipped file on the emulated board; its record and check join the entry (a mismatch fails it)."""
+    from edgekit.pipeline.emulated import emulated_record, emulation_check
+
+    record = emulated_record(board, destination, prepared.split.evaluation.inputs, precision)
+    entry["emulation"] = record
+    check = emulation_check(record)
+    entry["checks"].append(check.as_dict())
+    entry["passed"] = entry["passed"] and check.status != "fail"
+
+
 def write_entry(request: ArtifactRequest, profile: TargetProfile, chosen: Artifact, winner: Measured,
                 record: dict[str, Any], variant: ModelVariant, prepared: Prepared, output: Path,
                 search: bool = False, attacks: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -285,6 +296,8 @@ def write_entry(request: ArtifactRequest, profile: TargetProfile, chosen: Artifa
     firmware = firmware_library(request, profile, chosen, destination, output)
     if firmware:
         entry["firmware"] = firmware
+    if profile.device.emulate is not None:
+        _emulate(entry, profile.device.emulate, destination, prepared, request.precision)
     entry["estimate"] = _estimate(chosen, request, profile, variant)
     estimated = entry["estimate"].get("latency_ms")
     for check in entry["checks"]:

@@ -42,6 +42,17 @@ def test_the_pi_artifacts_compute_the_same_on_the_emulated_pi(emulated_pi4, pi_r
             assert taken[0] == taken[1] > 0, (suffix, taken)
 
 
+def test_the_build_records_each_pi_artifact_run_on_the_emulated_board(emulated_pi4, pi_release) -> None:
+    manifest = json.loads((pi_release.build / "manifest.json").read_text())
+    assert {Path(a["path"]).suffix for a in manifest["artifacts"]} == {".tflite", ".onnx"}
+    for artifact in manifest["artifacts"]:
+        record = artifact["emulation"]
+        assert record["validated_on"] == "emulated cortex-a72" and record["status"] == "pass", record
+        assert record["sha256"] == artifact["sha256"] and record["samples"] > 0
+        check = next(c for c in artifact["checks"] if c["budget"] == "emulated_agreement")
+        assert check["status"] == "pass" and artifact["passed"]
+
+
 def test_an_artifact_swapped_after_host_validation_is_caught(emulated_pi4, pi_release, tmp_path: Path) -> None:
     """The host validated one file; the device gets other bytes (here: the same graph with other biases)."""
     import onnx
