@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -192,8 +193,10 @@ def craft_suite(model: LoadedModel, split: Split, train: Dataset | None, config:
 
     ``macs`` (per sample) bounds the number of attacked samples for a costly model (``attacked_count``).
     """
+    started = time.perf_counter()
     with _one_thread():
-        return _craft(model, split, train, config, classes, attacked_count(config, len(split.evaluation), macs))
+        suite = _craft(model, split, train, config, classes, attacked_count(config, len(split.evaluation), macs))
+    return dataclasses.replace(suite, craft_seconds=time.perf_counter() - started)
 
 
 def _craft(model: LoadedModel, split: Split, train: Dataset | None, config: AttacksSection,

@@ -56,6 +56,7 @@ class AttackSuite:
     membership_skipped: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     fp32: Observation | None = None
+    craft_seconds: float = 0.0  # how long crafting took here (the build log's, never the manifest's)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ Stages, each a module over frozen records:
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,7 @@ class Build:
         self.candidates: Candidates | None = None
 
     def run(self) -> BuildResult:
+        started = time.perf_counter()
         output = ensure_writable_dir(self.inputs.output)
         earlier = listed_files(output)
         # An old manifest would list files this run is about to replace.
@@ -119,7 +121,7 @@ class Build:
         check_schema(manifest)
         write_manifest(output, manifest)
         remove_stale(output, earlier - listed_in(manifest))
-        write_build_log(output, self.candidates, cache)
+        write_build_log(output, self.candidates, cache, round(time.perf_counter() - started, 3))
         self.reporter.step("writing report.html")
         from edgekit.report import write_report
 

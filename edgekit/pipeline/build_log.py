@@ -17,8 +17,9 @@ from edgekit.artifact import atomic_write_bytes
 BUILD_LOG = "build.json"
 
 
-def build_log(candidates: Any, cache: Any) -> dict[str, Any]:
-    """The log document: per candidate set (by its request key) its origin, plus executor and cache facts."""
+def build_log(candidates: Any, cache: Any, seconds: float | None = None) -> dict[str, Any]:
+    """The log document: per candidate set (by its request key) its origin, plus executor and cache facts,
+    the build's wall time and the share of it the attack suite took (crafting and runs)."""
     sets = []
     for key, origin in sorted(candidates.origins.items()):
         facts = json.loads(key)
@@ -32,11 +33,21 @@ def build_log(candidates: Any, cache: Any) -> dict[str, Any]:
         "from_cache": sum(1 for s in sets if s["origin"] == "cache"),
         "built": sum(1 for s in sets if s["origin"] == "built"),
         "sets": sets,
+        "seconds": seconds,
+        "attacks_seconds": _attack_seconds(candidates),
     }
 
 
-def write_build_log(output: Path, candidates: Any, cache: Any) -> dict[str, Any]:
+def _attack_seconds(candidates: Any) -> dict[str, float] | None:
+    suite = candidates.prepared.attacks
+    if suite is None:
+        return None
+    return {"craft": round(suite.craft_seconds, 3), "runs": round(candidates.attack_seconds, 3),
+            "artifacts": len(candidates.attack_records)}
+
+
+def write_build_log(output: Path, candidates: Any, cache: Any, seconds: float | None = None) -> dict[str, Any]:
     """Write ``OUT/build.json`` (atomically) and return it."""
-    document = build_log(candidates, cache)
+    document = build_log(candidates, cache, seconds)
     atomic_write_bytes(output / BUILD_LOG, json.dumps(document, indent=2, sort_keys=True).encode())
     return document

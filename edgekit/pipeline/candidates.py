@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,7 @@ class Candidates:
         self.sets: dict[str, CandidateSet] = {}
         self.origins: dict[str, str] = {}
         self.attack_records: dict[Path, tuple[dict[str, float], dict[str, Any]]] = {}
+        self.attack_seconds = 0.0  # time spent running the attack suite on candidates (the build log reports it)
 
     def get(self, request: ArtifactRequest, profile: TargetProfile, variant: ModelVariant) -> CandidateSet:
         key = request_key(request, profile, self.prepared, variant)
@@ -141,7 +143,9 @@ class Candidates:
         if self.prepared.attacks is None:
             return {}, {}
         if artifact.path not in self.attack_records:
+            started = time.perf_counter()
             self.attack_records[artifact.path] = attack_record(artifact.path, self.prepared.attacks, evaluated)
+            self.attack_seconds += time.perf_counter() - started
         return self.attack_records[artifact.path]
 
     def fp32_latency(self, fmt: str) -> float | None:
