@@ -24,6 +24,7 @@ from edgekit.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EdgekitError
 # Order here is the order in `edgekit --help`.
 COMMAND_MODULES = (
     "edgekit.commands.build",
+    "edgekit.commands.fleet",
     "edgekit.commands.rebuild",
     "edgekit.commands.attacks",
     "edgekit.commands.demo",

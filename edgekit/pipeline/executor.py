@@ -96,6 +96,8 @@ class RayExecutor:
                                           'pip install "edgekit[fleet]" (Ray is pinned in constraints.txt)') from None
         self._ray = ray
         self._started = not ray.is_initialized()
+        if address is not None:
+            _probe(address)
         if self._started:
             try:
                 ray.init(address=address, num_cpus=workers if address is None else None, include_dashboard=False,
@@ -123,6 +125,22 @@ class RayExecutor:
     def close(self) -> None:
         if self._started:
             self._ray.shutdown()
+
+
+def _probe(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a HOST:PORT nobody listens on: ray.init retries such an address for many minutes."""
+    import socket
+
+    if address in ("auto", "local") or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return
+    except (OSError, ValueError) as exc:
+        raise InputError(f"no Ray cluster answers at {address} ({exc})",
+                         "Check the head node's address and port (ray status on the head), or leave out --address "
+                         "to start a local Ray") from None
 
 
 def make_executor(kind: str = "serial", address: str | None = None, workers: int | None = None) -> Any:
