@@ -33,10 +33,12 @@ if TYPE_CHECKING:
 
 PGD_STEP = 2.5  # PGD's step is 2.5 * eps / steps, so the walk can cross the ball and come back (Madry et al.)
 CHUNK = 64
-# Crafting costs samples x eps x (PGD steps + 1) gradient passes of about 3x a forward pass each. A real-size
-# model gets fewer samples, so that crafting stays near this many multiply-accumulates (a 224x224 MobileNetV2
-# at 0.3 GMACs: 32 samples instead of 256); the samples used are recorded, and the intervals widen to match.
-CRAFT_MAC_BUDGET = 1e12
+# Crafting costs samples x eps x (PGD steps + 1) gradient passes of about 3x a forward pass each. A larger model
+# gets fewer samples, so that crafting stays near this many multiply-accumulates: measured 6.3 GMAC/s on one
+# thread of a busy 2-core host (the MobileNet sample, 24.7 MMACs: 256 samples took 99 s), so about 16 s there;
+# that sample gets 40 samples, a 224x224 MobileNetV2 (0.3 GMACs) the minimum. The samples used are recorded,
+# and the intervals widen to match.
+CRAFT_MAC_BUDGET = 1e11
 MIN_SAMPLES = 32
 
 
