@@ -6,7 +6,6 @@ manifest the schema refuses is edgekit's bug and is never written.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import platform
 import shutil
@@ -22,6 +21,7 @@ from edgekit.errors import InternalError
 from edgekit.pipeline.inputs import BuildInputs
 from edgekit.pipeline.prepare import Prepared
 from edgekit.release.manifest import MANIFEST_NAME, SCHEMA_VERSION
+from edgekit.release.timestamps import build_time
 
 
 def interface(prepared: Prepared) -> list[dict[str, Any]]:
@@ -48,7 +48,7 @@ def assemble(inputs: BuildInputs, prepared: Prepared, targets: list[dict[str, An
     data = prepared.split
     return {
         "schema_version": SCHEMA_VERSION,
-        "created_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created_at": build_time(),  # $SOURCE_DATE_EPOCH when set: reproducible manifests
         "model": {
             "name": prepared.stem,
             "version": section.version,

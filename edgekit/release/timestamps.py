@@ -1,6 +1,6 @@
 """UTC timestamps as manifests write them: ``YYYY-MM-DDTHH:MM:SSZ``.
 
-Bundles take their clock from ``SOURCE_DATE_EPOCH`` when it is set (the
+Build manifests and bundles take their clock from ``SOURCE_DATE_EPOCH`` when it is set (the
 reproducible-builds.org convention), so a rebuild gives the same bytes.
 Verification never does: expiry is always judged by the real clock.
 """
@@ -40,3 +40,12 @@ def release_epoch() -> int:
             "Set it to a Unix time such as $(git log -1 --format=%ct), or unset it",
         )
     return int(value)
+
+
+def build_time() -> str:
+    """When a build or bundle is stamped, as a manifest timestamp: $SOURCE_DATE_EPOCH if set, else now.
+
+    The build manifest's ``created_at`` reads this, so two builds of the same
+    inputs with the same SOURCE_DATE_EPOCH write the same manifest bytes.
+    """
+    return format_utc(release_epoch())

@@ -489,9 +489,16 @@ def _exported(job: ExportJob, conv: _Converter, model: Any, path: str, batch: in
 
 
 def save(model: Any, path: Path) -> Path:
-    """Save an MLModel as ``path`` (.mlpackage folder), atomically."""
+    """Save an MLModel as ``path`` (.mlpackage folder), atomically, with reproducible bytes.
+
+    Equal models give byte-identical packages: the random item identifiers,
+    the protobuf map order and the conversion date coremltools writes are
+    normalised before the package is renamed into place (``reproducible``).
+    """
     from edgekit.artifact import atomic_path
+    from edgekit.backends.coreml.reproducible import normalise_package
 
     with atomic_path(path) as tmp, quiet():
         model.save(str(tmp))
+        normalise_package(tmp)
     return path

@@ -147,18 +147,26 @@ def static_op_types() -> list[str]:
 
 
 def calibrate(source: Path, calibration: dict[str, np.ndarray], cache: Path, fixed_batch: int | None = None) -> Path:
-    """Run MinMax calibration once and save the ranges as onnxruntime's calibration cache (JSON).
+    """Run MinMax calibration once and save the ranges as onnxruntime's calibration cache (JSON), sorted by name.
 
     ``quantize_static(calibration_cache_path=cache)`` then skips calibration,
     so both formats and every fallback round reuse these ranges.
     """
-    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
+    from onnxruntime.quantization.calibrate import (
+        CalibrationMethod,
+        TensorsData,
+        create_calibrator,
+        save_tensors_data,
+    )
 
     with tempfile.TemporaryDirectory(prefix="edgekit-calib-") as tmp, _quiet():
         calibrator = create_calibrator(str(source), static_op_types(), str(Path(tmp) / "augmented.onnx"),
                                        calibrate_method=CalibrationMethod.MinMax)
         calibrator.collect_data(Reader(calibration, fixed_batch))
-        save_tensors_data(calibrator.compute_data(), cache)
+        ranges = calibrator.compute_data()
+        # onnxruntime collects tensor names in a set, so their order follows the process's string hash seed;
+        # sorted, the cache (and everything quantized from it) is the same in every process.
+        save_tensors_data(TensorsData(ranges.calibration_method, dict(sorted(ranges.data.items()))), cache)
         del calibrator
     return cache
 

@@ -121,7 +121,17 @@ from edgekit.artifact import Artifact, atomic_write_bytes
 from edgekit.backends import ExportJob, parse_options
 from edgekit.backends.candidates import time_against_fp32
 from edgekit.backends.model_key import model_key
-from edgekit.backends.tflite import coverage, export, fallback, fp32_timing, interface, micro, micro_rewrite, quantize
+from edgekit.backends.tflite import (
+    coverage,
+    export,
+    fallback,
+    fp32_timing,
+    interface,
+    micro,
+    micro_rewrite,
+    quantize,
+    reproducible,
+)
 from edgekit.backends.tflite.inspect import census_summary, io_description, min_runtime_version, parse, weight_census
 from edgekit.backends.tflite.names import ModuleIndex
 from edgekit.errors import DataError, EdgekitError, InternalError, UnsupportedModelError
@@ -174,7 +184,9 @@ class _Context:
         if self._float is None:
             key = model_key(self.module, self.inputs, self.rewrites)
             if key not in _FLOAT_MODELS:
-                _FLOAT_MODELS[key] = export.convert_float(self.module, self.inputs, self.target)
+                # Normalised here, so every recipe quantizing this float model inherits stable names.
+                _FLOAT_MODELS[key] = reproducible.stable_names(
+                    export.convert_float(self.module, self.inputs, self.target))
                 while len(_FLOAT_MODELS) > _FLOAT_MODELS_KEPT:
                     _FLOAT_MODELS.pop(next(iter(_FLOAT_MODELS)))
             self._float = _FLOAT_MODELS[key]
@@ -525,7 +537,8 @@ def _candidate(ctx: _Context, variant: str, make: Recipe) -> tuple[Any, dict[str
     """Make, check and write one candidate; raise with the reason if it is not usable."""
     job, request = ctx.job, ctx.job.request
     made = make(ctx)
-    data, config = made.data, made.config
+    # Every candidate is written, checked and described with the bytes of a model file at any path.
+    data, config = reproducible.stable_names(made.data), made.config
     details = _describe(data, job, ctx.batch)
     details.update(made.details)
     if request.io == "int8" and (problem := _full_integer_problem(details)):

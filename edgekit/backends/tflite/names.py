@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgekit.backends.tflite.reproducible import stable_name
+
 # Op -> module classes whose weight that op carries (by class name, so no torch import is needed to match).
 _WEIGHT_OWNERS: dict[str, tuple[str, ...]] = {
     "FULLY_CONNECTED": ("Linear", "GRU", "LSTM", "RNN", "Bilinear"),
@@ -34,8 +36,9 @@ _UNCALLED = ("ModuleList", "ModuleDict", "ParameterList", "ParameterDict")
 
 
 def _class_fullname(cls: type) -> str:
-    """The class name as litert-torch writes it (``module.Qualname``; builtins without the module)."""
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    """The class name as litert-torch writes it (``module.Qualname``; builtins without the module), with a
+    path-derived factory module made constant as the build writes it (``reproducible``)."""
+    return cls.__qualname__ if cls.__module__ == "builtins" else stable_name(f"{cls.__module__}.{cls.__qualname__}")
 
 
 class ModuleIndex:
@@ -66,7 +69,7 @@ class ModuleIndex:
     def locations(self, tensor_name: str) -> list[str]:
         """Module paths named in a tensor name, in the order they appear (known ones only, no repeats)."""
         found: list[str] = []
-        for part in tensor_name.split(";"):
+        for part in stable_name(tensor_name).split(";"):  # raw converter output or normalised bytes alike
             path = self.by_location.get(part.strip())
             if path is not None and path not in found:
                 found.append(path)
