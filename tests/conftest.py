@@ -212,3 +212,24 @@ def manifest_for(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def write_profile() -> Callable[..., Path]:
+    """``write_profile(folder, name, [("onnx", "fp32"), ("tflite", "int8", "int8")], kind=..., budgets=...)``:
+    a small target profile on disk, for a device that is not this host (its latency is never judged here)."""
+
+    def write(folder: Path, name: str, artifacts: list[tuple[str, ...]], kind: str = "sbc",
+              budgets: dict[str, float] | None = None) -> Path:
+        device = ('kind = "microcontroller"\narch = "xtensa"\ncores = 1\nram_mb = 1' if kind == "microcontroller"
+                  else f'kind = "{kind}"\narch = "aarch64"\ncores = 4\nram_mb = 1024')
+        lines = [f'name = "{name}"', 'description = "a test profile"', "[device]", device]
+        for fmt, precision, *io in artifacts:
+            lines += ["[[artifacts]]", f'format = "{fmt}"', f'precision = "{precision}"', *(f'io = "{v}"' for v in io)]
+        lines += ["[budgets]", *(f"{k} = {v}" for k, v in budgets.items())] if budgets else []
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.toml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    return write

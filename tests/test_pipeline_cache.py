@@ -10,26 +10,9 @@ import pytest
 
 from edgekit.artifact import sha256_file
 
-SINGLE_RECIPE = """name = "{name}"
-description = "single-recipe precisions: no timing decides what ships"
-[device]
-kind = "sbc"
-arch = "aarch64"
-cores = 4
-ram_mb = 1024
-[[artifacts]]
-format = "onnx"
-precision = "fp32"
-[[artifacts]]
-format = "onnx"
-precision = "{second}"
-"""
-
-
-def _profile(folder: Path, name: str, second: str = "fp16") -> Path:
-    path = folder / f"{name}.toml"
-    path.write_text(SINGLE_RECIPE.format(name=name, second=second))
-    return path
+def _profile(write_profile, folder: Path, name: str, second: str = "fp16") -> Path:  # noqa: ANN001
+    """Single-recipe precisions: no timing decides what ships."""
+    return write_profile(folder, name, [("onnx", "fp32"), ("onnx", second)])
 
 
 def _build(cli, tiny_cnn, out: Path, *extra) -> tuple[dict, dict, float]:  # noqa: ANN001
@@ -46,8 +29,9 @@ def _hashes(out: Path, manifest: dict) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_a_second_build_comes_from_the_cache_with_the_same_bytes_and_manifest(cli, tiny_cnn, tmp_path: Path) -> None:  # noqa: ANN001
-    profile = _profile(tmp_path, "cached-a")
+def test_a_second_build_comes_from_the_cache_with_the_same_bytes_and_manifest(cli, tiny_cnn, tmp_path: Path,
+        write_profile) -> None:  # noqa: ANN001
+    profile = _profile(write_profile, tmp_path, "cached-a")
     cache = tmp_path / "cache"
     first, log1, _ = _build(cli, tiny_cnn, tmp_path / "one", "-t", profile, "--cache", cache, "--executor", "serial")
     second, log2, _ = _build(cli, tiny_cnn, tmp_path / "two", "-t", profile, "--cache", cache, "--executor", "serial")
@@ -58,19 +42,21 @@ def test_a_second_build_comes_from_the_cache_with_the_same_bytes_and_manifest(cl
 
 
 @pytest.mark.slow
-def test_one_changed_profile_rebuilds_only_what_it_needs(cli, tiny_cnn, tmp_path: Path) -> None:  # noqa: ANN001
+def test_one_changed_profile_rebuilds_only_what_it_needs(cli, tiny_cnn, tmp_path: Path,
+        write_profile) -> None:  # noqa: ANN001
     cache = tmp_path / "cache"
-    a, b = _profile(tmp_path, "cached-a"), _profile(tmp_path, "cached-b")
+    a, b = _profile(write_profile, tmp_path, "cached-a"), _profile(write_profile, tmp_path, "cached-b")
     _build(cli, tiny_cnn, tmp_path / "one", "-t", a, "-t", b, "--cache", cache, "--executor", "serial")
-    _profile(tmp_path, "cached-b", second="int4")  # b now wants int4 instead of fp16
+    _profile(write_profile, tmp_path, "cached-b", second="int4")  # b now wants int4 instead of fp16
     _, log, _ = _build(cli, tiny_cnn, tmp_path / "two", "-t", a, "-t", b, "--cache", cache, "--executor", "serial")
     built = [s["request"]["precision"] for s in log["sets"] if s["origin"] == "built"]
     assert built == ["int4"] and log["from_cache"] == 2
 
 
 @pytest.mark.slow
-def test_a_process_pool_builds_the_same_bytes_and_marks_its_timings(cli, tiny_cnn, tmp_path: Path) -> None:  # noqa: ANN001
-    profile = _profile(tmp_path, "pooled")
+def test_a_process_pool_builds_the_same_bytes_and_marks_its_timings(cli, tiny_cnn, tmp_path: Path,
+        write_profile) -> None:  # noqa: ANN001
+    profile = _profile(write_profile, tmp_path, "pooled")
     serial, _, _ = _build(cli, tiny_cnn, tmp_path / "serial", "-t", profile, "--no-cache", "--executor", "serial")
     pooled, log, _ = _build(cli, tiny_cnn, tmp_path / "pool", "-t", profile, "--no-cache", "--executor", "local",
                             "--workers", "2")
@@ -81,9 +67,9 @@ def test_a_process_pool_builds_the_same_bytes_and_marks_its_timings(cli, tiny_cn
 
 
 @pytest.mark.slow
-def test_a_failure_in_a_worker_is_recorded_like_one_in_process(cli, tiny_cnn, tmp_path: Path) -> None:  # noqa: ANN001
-    profile = tmp_path / "broken.toml"
-    profile.write_text(SINGLE_RECIPE.format(name="broken", second="int8") + 'io = "int8"\n')  # ONNX has no int8 I/O
+def test_a_failure_in_a_worker_is_recorded_like_one_in_process(cli, tiny_cnn, tmp_path: Path,
+        write_profile) -> None:  # noqa: ANN001
+    profile = write_profile(tmp_path, "broken", [("onnx", "fp32"), ("onnx", "int8", "int8")])  # ONNX has no int8 I/O
     result = cli("build", tiny_cnn.factory, "--weights", tiny_cnn.weights, "--data", tiny_cnn.data, "-t", profile,
                  "-o", tmp_path / "out", "--json", "--no-cache", "--executor", "local", "--workers", "2")
     assert result.code == 2, result.err

@@ -8,43 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-FLOAT = """name = "rebuild-float"
-description = "ONNX FP32 only"
-[device]
-kind = "sbc"
-arch = "aarch64"
-cores = 4
-ram_mb = 1024
-[[artifacts]]
-format = "onnx"
-precision = "fp32"
-"""
-
-MICRO = """name = "rebuild-micro"
-description = "full-integer TFLite: calibrated on the data"
-[device]
-kind = "microcontroller"
-arch = "xtensa"
-cores = 1
-ram_mb = 1
-[[artifacts]]
-format = "tflite"
-precision = "int8"
-io = "int8"
-"""
-
-
 @pytest.fixture(scope="module")
-def built(tiny_cnn, tmp_path_factory):  # noqa: ANN001, ANN201 - fixture
+def built(tiny_cnn, tmp_path_factory, write_profile):  # noqa: ANN001, ANN201 - fixture
     """One build of the tiny CNN for a float ONNX target and a calibrated full-integer TFLite target."""
     from edgekit.cli import main
 
     folder = tmp_path_factory.mktemp("rebuild")
-    profiles = []
-    for name, text in (("float", FLOAT), ("micro", MICRO)):
-        (folder / f"{name}.toml").write_text(text)
-        profiles += ["-t", str(folder / f"{name}.toml")]
-    args = [tiny_cnn.factory, "--weights", str(tiny_cnn.weights), "--data", str(tiny_cnn.data), *profiles]
+    profiles = ["-t", write_profile(folder, "rebuild-float", [("onnx", "fp32")]),
+                "-t", write_profile(folder, "rebuild-micro", [("tflite", "int8", "int8")], kind="microcontroller")]
+    args = [tiny_cnn.factory, "--weights", str(tiny_cnn.weights), "--data", str(tiny_cnn.data), *map(str, profiles)]
     try:
         main(["build", *args, "-o", str(folder / "out"), "--json"])
     except SystemExit as exc:

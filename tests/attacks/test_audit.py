@@ -9,22 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-PROFILE = """name = "attack-test"
-description = "ONNX FP32 and INT8, for the attack checks"
-[device]
-kind = "sbc"
-arch = "aarch64"
-cores = 4
-ram_mb = 1024
-[[artifacts]]
-format = "onnx"
-precision = "fp32"
-[[artifacts]]
-format = "onnx"
-precision = "int8"
-[budgets]
-max_robust_accuracy_drop = 0.5
-"""
 
 
 def _train_file(tiny_cnn, folder: Path) -> Path:  # noqa: ANN001
@@ -43,12 +27,13 @@ def _train_file(tiny_cnn, folder: Path) -> Path:  # noqa: ANN001
 
 
 @pytest.fixture(scope="module")
-def build(tiny_cnn, tmp_path_factory):  # noqa: ANN001, ANN201 - fixture
+def build(tiny_cnn, tmp_path_factory, write_profile):  # noqa: ANN001, ANN201 - fixture
     """A config build of the tiny CNN with training data and a robustness budget; returns (folder, config)."""
     from edgekit.cli import main
 
     folder = tmp_path_factory.mktemp("attack_build")
-    (folder / "attack-test.toml").write_text(PROFILE)
+    write_profile(folder, "attack-test", [("onnx", "fp32"), ("onnx", "int8")],
+                  budgets={"max_robust_accuracy_drop": 0.5})
     config = folder / "edgekit.toml"
     config.write_text(f'[model]\nfactory = "{tiny_cnn.factory}"\nweights = "{tiny_cnn.weights}"\n'
                       f'[data]\npath = "{tiny_cnn.data}"\ntrain = "{_train_file(tiny_cnn, folder)}"\n'
