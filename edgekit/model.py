@@ -255,6 +255,20 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _factory_identity(factory: Any, spec: str) -> bytes:
+    """What identifies a factory: its source file's bytes and its name, wherever the file lies (a config
+    naming it by a relative or an absolute path is the same model; an edited model.py is another one).
+    The spec itself when the source cannot be read."""
+    source = getattr(sys.modules.get(getattr(factory, "__module__", "")), "__file__", None)
+    try:
+        content = Path(source).read_bytes() if source else None
+    except OSError:
+        content = None
+    if content is None:
+        return spec.encode()
+    return hashlib.sha256(content).digest() + b":" + getattr(factory, "__qualname__", spec).encode()
+
+
 def load_factory(spec: str, weights: Path | None, base_dir: Path) -> LoadedModel:
     """Build a model from its factory and load its weights strictly."""
     factory = _import_factory(spec, base_dir)
@@ -264,7 +278,7 @@ def load_factory(spec: str, weights: Path | None, base_dir: Path) -> LoadedModel
         raise ModelLoadError(f"factory {spec} failed: {type(exc).__name__}: {exc}", "Fix the factory") from None
     if not isinstance(module, torch.nn.Module):
         raise ModelLoadError(f"factory {spec} returned {type(module).__name__}, not a torch.nn.Module", "Return the model")
-    digest = hashlib.sha256(spec.encode())
+    digest = hashlib.sha256(_factory_identity(factory, spec))
     if weights is not None:
         state = _read_state_dict(weights)
         try:

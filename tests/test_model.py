@@ -153,3 +153,17 @@ def test_a_fixed_batch_program_loads_with_its_batch(tmp_path: Path, affine: Affi
     dynamic = torch.export.export(affine, (torch.randn(2, 4),), dynamic_shapes=({0: torch.export.Dim("batch")},))
     torch.export.save(dynamic, tmp_path / "dynamic.pt2")
     assert load_file(tmp_path / "dynamic.pt2").fixed_batch is None
+
+
+def test_a_factory_is_identified_by_its_source_not_by_how_its_path_is_spelled(tiny_cnn, tmp_path) -> None:
+    import shutil
+
+    from edgekit.model import load_factory
+
+    relative = load_factory("model.py:create", tiny_cnn.weights, tiny_cnn.folder)
+    absolute = load_factory(tiny_cnn.factory, tiny_cnn.weights, tmp_path)
+    assert relative.sha256 == absolute.sha256  # one model, however the config names its file
+    edited = tmp_path / "model.py"
+    shutil.copy(tiny_cnn.folder / "model.py", edited)
+    edited.write_text(edited.read_text() + "\n# a comment is an edit too\n")
+    assert load_factory(f"{edited}:create", tiny_cnn.weights, tmp_path).sha256 != absolute.sha256
