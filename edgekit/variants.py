@@ -40,8 +40,12 @@ class ModelVariant:
     calibration_reference: list[np.ndarray] = field(default_factory=list)  # FP32 outputs on the calibration split
 
 
-def make_variant(name: str, model: LoadedModel, data: Split, compression: list[dict[str, Any]] | None = None) -> ModelVariant:
-    """Run ``model`` on the evaluation split and collect what export and estimates need."""
+def make_variant(name: str, model: LoadedModel, data: Split, compression: list[dict[str, Any]] | None = None,
+                 count: Any = None) -> ModelVariant:
+    """Run ``model`` on the evaluation split and collect what export and estimates need.
+
+    ``count(module, example_inputs) -> MACs`` replaces ``estimate.count_macs`` (the build passes its cached form).
+    """
     from edgekit.estimate import count_macs, count_parameters
     from edgekit.model import run_reference, to_torch
     from edgekit.validate import accuracy
@@ -54,7 +58,8 @@ def make_variant(name: str, model: LoadedModel, data: Split, compression: list[d
     first, _ = pad_to(data.calibration.take(np.arange(min(batch, len(data.calibration)))).inputs, batch)
     example_inputs = to_torch(first, model.input_names)
     # MACs per sample: a fixed-batch model only runs at its batch, so count that and divide.
-    macs = count_macs(model.module, tuple(t[: model.fixed_batch or 1] for t in example_inputs)) // (model.fixed_batch or 1)
+    macs = (count or count_macs)(model.module, tuple(t[: model.fixed_batch or 1] for t in example_inputs)) \
+        // (model.fixed_batch or 1)
     score = accuracy(reference, data.evaluation.y) if data.evaluation.labelled else None  # type: ignore[arg-type]
     return ModelVariant(name, model, reference, tuple(default_names), example_inputs, macs,
                         count_parameters(model.module), score, list(compression or []), calibration_reference)

@@ -21,7 +21,7 @@ from edgekit.config import BuildConfig, TargetProfile
 from edgekit.data import Dataset, Split, bind_inputs, load_npz, split
 from edgekit.errors import DataError, InputError
 from edgekit.fidelity import FidelityTarget
-from edgekit.pipeline.cached import compress_cached
+from edgekit.pipeline.cached import compress_cached, macs_cached
 from edgekit.pipeline.inputs import BuildInputs, Reporter, searched
 
 if TYPE_CHECKING:
@@ -188,7 +188,7 @@ def prepare(inputs: BuildInputs, reporter: Reporter, variants: bool = True, cach
     reporter.step("running the FP32 torch reference")
     from edgekit.variants import BASE, make_variant
 
-    base = make_variant(BASE, model, data, compression)
+    base = make_variant(BASE, model, data, compression, count=functools.partial(macs_cached, cache, model))
     output_names = _check_outputs(inputs, model, base, dataset)
     input_specs = tuple(
         backends.TensorSpec(name, (model.fixed_batch, *arr.shape[1:]),
