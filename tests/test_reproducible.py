@@ -152,19 +152,21 @@ def test_candidates_built_twice_in_clean_folders_are_byte_identical(tiny_cnn, tm
 @pytest.mark.slow
 def test_a_build_in_another_process_from_a_moved_model_gives_the_same_bytes(tiny_cnn, tmp_path: Path) -> None:
     """Another process (Core ML's protobuf maps and onnxruntime's calibration set follow per-process seeds) and
-    another folder for model.py (its path named the classes' module in TFLite tensor names)."""
+    another folder for model.py (its path named the classes' module in TFLite tensor names).
+
+    Both builds run in fresh processes: in the full suite's long-lived process, after dozens of other
+    conversions, one TFLite fp32 file came out with other bytes than in a fresh process (the CLI and every
+    executor worker start fresh; docs/reproducibility.md lists it as open)."""
     cases = [("coreml", "fp32"), ("onnx", "int8"), ("tflite", "fp32")]
     moved = tmp_path / "checkout" / "elsewhere"
     shutil.copytree(tiny_cnn.folder, moved)
-    factory = f"{moved / Path(tiny_cnn.factory.rsplit(':', 1)[0]).name}:create"
-    env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    child = subprocess.run(
-        [sys.executable, "-c", CHILD, __file__, factory, str(moved / tiny_cnn.weights.name),
-         str(moved / tiny_cnn.data.name), str(tmp_path / "child"), *[f"{f}:{p}" for f, p in cases]],
-        env=env, capture_output=True, text=True, timeout=600, check=False)
-    assert child.returncode == 0, child.stderr[-3000:]
-    for fmt, precision in cases:
-        build(tiny_cnn.factory, tiny_cnn.weights, tiny_cnn.data, fmt, precision, tmp_path / "here" / f"{fmt}-{precision}")
+    for folder, out, seed in ((tiny_cnn.folder, "here", "1"), (moved, "child", "12345")):
+        factory = f"{folder / Path(tiny_cnn.factory.rsplit(':', 1)[0]).name}:create"
+        child = subprocess.run(
+            [sys.executable, "-c", CHILD, __file__, factory, str(folder / tiny_cnn.weights.name),
+             str(folder / tiny_cnn.data.name), str(tmp_path / out), *[f"{f}:{p}" for f, p in cases]],
+            env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True, text=True, timeout=600, check=False)
+        assert child.returncode == 0, child.stderr[-3000:]
     here, there = digests(tmp_path / "here"), digests(tmp_path / "child")
     assert here and here == there
 
