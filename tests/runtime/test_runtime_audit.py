@@ -9,14 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
-from edgekit.cli import main
 from edgekit.errors import InputError
 from edgekit.release.manifest import canonical_bytes
 from edgekit.runtime.audit import GENESIS, AuditLog, find, record_hash, verify
@@ -312,65 +309,44 @@ def test_find_by_input_digest_and_time(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- the command line
 
 
-@dataclass
-class Outcome:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-
-def run(*args: object) -> Outcome:
-    """Run ``edgekit ARGS`` through edgekit.cli.main (so errors map to exit codes) inside CliRunner's isolation."""
-    with CliRunner().isolation() as (out, err, _):
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        return Outcome(code, out.getvalue().decode(), err.getvalue().decode())
-
-
-def test_cli_verify_passes_and_fails_with_json(tmp_path: Path) -> None:
+def test_cli_verify_passes_and_fails_with_json(tmp_path: Path, rt) -> None:  # noqa: ANN001
     log = write_log(tmp_path / "audit.log", 40)
-    text = run("audit", "verify", log)
+    text = rt.run("audit", "verify", log)
     assert text.exit_code == 0 and "chain intact" in text.stdout and "40 record(s), seq 0..39" in text.stdout
-    good = run("audit", "verify", log, "--json")
+    good = rt.run("audit", "verify", log, "--json")
     assert good.exit_code == 0 and good.json()["ok"] is True and good.json()["records"] == 40
 
     file, number = locate(log, 17)
     rewrite(file, number, lambda r: {**r, "arm": "candidate"})
-    bad = run("audit", "verify", log, "--json")
+    bad = rt.run("audit", "verify", log, "--json")
     assert bad.exit_code == 1
     report = bad.json()  # the report, not a second error document
     assert report["ok"] is False
     assert [(p["file"], p["line"], p["seq"]) for p in report["problems"]] == [(str(file), number, 17)]
-    shown = run("audit", "verify", log)
+    shown = rt.run("audit", "verify", log)
     assert shown.exit_code == 1 and f"{file}:{number} (seq 17)" in shown.stdout
     assert "fails verification" in shown.stderr
 
 
-def test_cli_find_prints_the_release_that_decided(tmp_path: Path) -> None:
+def test_cli_find_prints_the_release_that_decided(tmp_path: Path, rt) -> None:  # noqa: ANN001
     log = write_log(tmp_path / "audit.log", 30)
-    table = run("audit", "find", log, "--input-digest", digest(12))
+    table = rt.run("audit", "find", log, "--input-digest", digest(12))
     assert table.exit_code == 0
     assert "1.0.0" in table.stdout and ARTIFACT[:12] in table.stdout and KEY_ID[:16] in table.stdout
     assert ARTIFACT[:13] not in table.stdout  # digests are shortened
-    as_json = run("audit", "find", log, "--since", "2026-12-03T00:28:00Z", "--json")
+    as_json = rt.run("audit", "find", log, "--since", "2026-12-03T00:28:00Z", "--json")
     assert as_json.exit_code == 0 and [r["seq"] for r in as_json.json()] == [28, 29]
-    none = run("audit", "find", log, "--input-digest", "not-hex")
+    none = rt.run("audit", "find", log, "--input-digest", "not-hex")
     assert none.exit_code == 0 and "no record matches" in none.stdout
-    assert run("audit", "find", log, "--input-digest", "not-hex", "--json").json() == []
+    assert rt.run("audit", "find", log, "--input-digest", "not-hex", "--json").json() == []
 
 
-def test_cli_on_a_missing_log_is_bad_input(tmp_path: Path) -> None:
+def test_cli_on_a_missing_log_is_bad_input(tmp_path: Path, rt) -> None:  # noqa: ANN001
     for command in ("verify", "find"):
-        outcome = run("audit", command, tmp_path / "nope.log")
+        outcome = rt.run("audit", command, tmp_path / "nope.log")
         assert outcome.exit_code == 2, outcome
         assert "no audit log at" in outcome.stderr and "Traceback" not in outcome.stderr + outcome.stdout
-    as_json = run("audit", "verify", tmp_path / "nope.log", "--json")
+    as_json = rt.run("audit", "verify", tmp_path / "nope.log", "--json")
     assert as_json.exit_code == 2 and as_json.json()["ok"] is False
-    bad_time = run("audit", "find", write_log(tmp_path / "a.log", 2), "--since", "soon")
+    bad_time = rt.run("audit", "find", write_log(tmp_path / "a.log", 2), "--since", "soon")
     assert bad_time.exit_code == 2 and "--since 'soon'" in bad_time.stderr
