@@ -154,9 +154,7 @@ def test_a_build_in_another_process_from_a_moved_model_gives_the_same_bytes(tiny
     """Another process (Core ML's protobuf maps and onnxruntime's calibration set follow per-process seeds) and
     another folder for model.py (its path named the classes' module in TFLite tensor names).
 
-    Both builds run in fresh processes: in the full suite's long-lived process, after dozens of other
-    conversions, one TFLite fp32 file came out with other bytes than in a fresh process (the CLI and every
-    executor worker start fresh; docs/reproducibility.md lists it as open)."""
+    Both builds run in fresh child processes, with other hash seeds, as two separate builds would."""
     cases = [("coreml", "fp32"), ("onnx", "int8"), ("tflite", "fp32")]
     moved = tmp_path / "checkout" / "elsewhere"
     shutil.copytree(tiny_cnn.folder, moved)

@@ -13,11 +13,16 @@ from typing import Any
 
 
 def model_key(module: Any, inputs: Mapping[str, Any], extra: Iterable[str] = ()) -> str:
-    """sha256 of what an export depends on: the module tree, every parameter and buffer (bytes), the
-    inputs' names, shapes and dtypes, and ``extra`` (rewrites, batch, output names)."""
+    """sha256 of what an export depends on: the module tree with each module's class (module and qualname),
+    every parameter and buffer (bytes), the inputs' names, shapes and dtypes, and ``extra`` (rewrites, batch,
+    output names: the caller must pass whatever else its export writes into the file)."""
     import torch
 
     digest = hashlib.sha256(repr(module).encode())
+    # repr names classes without their modules, but litert-torch writes "<module>.<Qualname>" into tensor names:
+    # the same tree from two class definitions must not share an export.
+    for name, child in module.named_modules():
+        digest.update(f"{name}={type(child).__module__}.{type(child).__qualname__}".encode())
     for name, tensor in list(module.state_dict().items()):
         digest.update(name.encode())
         digest.update(str((tuple(tensor.shape), str(tensor.dtype))).encode())

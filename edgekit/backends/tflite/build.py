@@ -182,7 +182,8 @@ class _Context:
 
     def float_model(self) -> bytes:
         if self._float is None:
-            key = model_key(self.module, self.inputs, self.rewrites)
+            # The output names are the signature's: two jobs of one model naming them apart share nothing.
+            key = model_key(self.module, self.inputs, (*self.rewrites, "outputs", *self.job.output_names))
             if key not in _FLOAT_MODELS:
                 # Normalised here, so every recipe quantizing this float model inherits stable names.
                 _FLOAT_MODELS[key] = reproducible.stable_names(

@@ -182,6 +182,23 @@ def test_two_int64_inputs_two_outputs_keep_their_names_and_order() -> None:
         assert np.max(np.abs(got[1] - want[1])) < 0.1, artifact.variant
 
 
+def test_one_model_exported_under_other_output_names_keeps_each_jobs_names() -> None:
+    """The float export is cached per process (several requests of one model share it); a second job of the
+    same weights naming its output otherwise must get its own signature, not the first job's file.
+
+    Seen in a long-lived process: a test named the tiny CNN's output "output", a later build of the same
+    weights asked for "logits" and shipped "output" (docs/reproducibility.md)."""
+    from edgekit.backends.tflite.build import build
+
+    first = job("mlp", "fp32")
+    second = dataclasses.replace(job("mlp", "fp32"), output_names=("probabilities",))
+    names = []
+    for one in (first, second):
+        (artifact,) = build(one)
+        names.append([o["name"] for o in artifact.details["interface"]["outputs"]])
+    assert names == [["scores"], ["probabilities"]]
+
+
 def test_op_litert_cannot_lower_names_op_module_and_target() -> None:
     from edgekit.backends.tflite.build import build
 
