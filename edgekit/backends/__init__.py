@@ -47,7 +47,6 @@ from edgekit.strict import StrictModel
 if TYPE_CHECKING:
     import numpy as np
 
-    from edgekit.artifact import Artifact
     from edgekit.config import ArtifactRequest, TargetProfile
 
 

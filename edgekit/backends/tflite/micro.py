@@ -267,7 +267,6 @@ def run(data: bytes, feeds: dict[str, np.ndarray], arena_bytes: int) -> list[np.
     if missing:
         raise KeyError(f"no data for model input '{missing[0]}'")
     arrays = [_to_model_dtype(np.asarray(feeds[d["name"]]), d) for d in inputs]
-    count = len(arrays[0]) if arrays else 0
     with tempfile.TemporaryDirectory() as tmp:
         model, feeds_path, out_path = Path(tmp) / "model.tflite", Path(tmp) / "feeds.npz", Path(tmp) / "out.npz"
         model.write_bytes(data)

@@ -143,7 +143,6 @@ def _depthwise(x: np.ndarray, weight: np.ndarray, kernels, strides, dilations, o
 def _grouped(x: np.ndarray, weight: np.ndarray, groups: int, kernels, strides, dilations, out_spatial) -> np.ndarray:  # type: ignore[no-untyped-def]
     """General conv: per sample and group, the im2col columns (pixels, C_group * K) times the group's weights."""
     n, c = x.shape[:2]
-    rank = len(kernels)
     c_out, c_group = weight.shape[0], c // groups
     o_group = c_out // groups
     positions, k_size = int(np.prod(out_spatial)), int(np.prod(kernels))
