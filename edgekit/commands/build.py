@@ -106,7 +106,7 @@ def run_build(
         return Build(inputs, reporter, keep_work=keep_work, cache=cache, executor=executor).run()
 
 
-def _print_origins(output: Path) -> None:
+def print_origins(output: Path) -> None:
     """One line on where the candidate sets came from (OUT/build.json), when the build wrote it."""
     try:
         log = json.loads((output / "build.json").read_text(encoding="utf-8"))
@@ -127,7 +127,7 @@ def _finish(result: Any, as_json: bool) -> None:
             for message in target["messages"]:
                 console().print(f"[yellow]{target['name']}[/]: {message}")
         console().print(f"manifest: {result.output / 'manifest.json'}")
-        _print_origins(result.output)
+        print_origins(result.output)
     code = result.exit_code
     if code == 1:
         raise BudgetError("at least one artifact misses its target's budgets", "See the checks in the summary or manifest")

@@ -9,7 +9,8 @@ from typing import Any
 
 import click
 
-from edgekit.commands.build import run_build
+from edgekit.commands.build import print_origins, run_build
+from edgekit.commands.execution import execution, execution_options
 from edgekit.commands.output import console, summary_table
 from edgekit.errors import BudgetError, InputError
 
@@ -69,24 +70,33 @@ def _bundle_and_verify(build_dir: Path, targets: list[str], private: Path, publi
 @click.option("--sample", "samples", multiple=True, help="Sample to build (default: all).")
 @click.option("--target", "-t", "targets", multiple=True, help="Override the samples' targets.")
 @click.option("--no-bundle", is_flag=True, help="Build and validate only.")
-def demo(output: Path, samples: tuple[str, ...], targets: tuple[str, ...], no_bundle: bool) -> None:
-    """Build, validate, bundle and verify every shipped sample model."""
+@execution_options
+def demo(output: Path, samples: tuple[str, ...], targets: tuple[str, ...], no_bundle: bool, cache_dir: Path | None,
+         no_cache: bool, executor: str | None, address: str | None, workers: int | None) -> None:
+    """Build, validate, bundle and verify every shipped sample model.
+
+    Candidate sets build on the executor and go to the cache like `edgekit build`'s
+    (a local process pool and ~/.cache/edgekit by default), so a second demo reuses them.
+    """
     configs = _sample_configs(samples)
     worst = 0
     keys = None if no_bundle else _demo_key(output / "keys")
-    for config in configs:
-        console().rule(f"[bold]{config.parent.name}")
-        result = run_build(str(config), None, list(targets), output / config.parent.name)
-        console().print(summary_table(result.manifest))
-        for target in result.manifest["targets"]:
-            for message in target["messages"]:
-                console().print(f"[yellow]{target['name']}[/]: {message}")
-        passed = [t["name"] for t in result.manifest["targets"] if t["status"] == "passed"]
-        if keys is not None and passed:
-            for row in _bundle_and_verify(result.output, passed, *keys):
-                console().print(f"bundle {row['path']} ({row['size_bytes'] / 1024:.1f} KB, {row['artifacts']} "
-                                f"artifacts): signature and every hash verified")
-        worst = max(worst, result.exit_code)
+    with execution(cache_dir, no_cache, executor, address, workers) as (cache, runner):
+        for config in configs:
+            console().rule(f"[bold]{config.parent.name}")
+            result = run_build(str(config), None, list(targets), output / config.parent.name, cache=cache,
+                               executor=runner)
+            console().print(summary_table(result.manifest))
+            for target in result.manifest["targets"]:
+                for message in target["messages"]:
+                    console().print(f"[yellow]{target['name']}[/]: {message}")
+            print_origins(result.output)
+            passed = [t["name"] for t in result.manifest["targets"] if t["status"] == "passed"]
+            if keys is not None and passed:
+                for row in _bundle_and_verify(result.output, passed, *keys):
+                    console().print(f"bundle {row['path']} ({row['size_bytes'] / 1024:.1f} KB, {row['artifacts']} "
+                                    f"artifacts): signature and every hash verified")
+            worst = max(worst, result.exit_code)
     console().print(f"artifacts, manifests and bundles: {output}/<sample>/; demo key pair: {output}/keys/")
     if worst == 1:
         raise BudgetError("at least one sample artifact misses its target's budgets", "See the summaries above")
