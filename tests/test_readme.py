@@ -97,8 +97,12 @@ BEFORE: dict[str, Callable[[Path], None]] = {
 def _edgekit(world: Path, line: str) -> subprocess.CompletedProcess[str]:
     """Run one shell line from ``world`` with this interpreter's ``edgekit`` first on PATH."""
     command = line.replace(STORE, str(world / STORE.lstrip("/")))
+    # As a user runs them: the default executor (a process pool) and a build cache, here the world's own
+    # (the suite's serial, cache-free setting is for tests that compare builds).
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "EDGEKIT_DEVICE_ID": "readme-device"}
+           "EDGEKIT_DEVICE_ID": "readme-device", "EDGEKIT_CACHE": str(world / "edgekit-cache")}
+    for setting in ("EDGEKIT_NO_CACHE", "EDGEKIT_EXECUTOR"):
+        env.pop(setting, None)
     done = subprocess.run(["bash", "-c", command], cwd=world, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"`{line}` exited {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
     return done
