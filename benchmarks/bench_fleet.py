@@ -23,23 +23,16 @@ import argparse
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.edgekit_cli import EPOCH, edgekit  # noqa: E402
+
 SAMPLES = ("mlp", "cnn", "mobilenet", "transformer", "tokens")
-EPOCH = "1798761600"  # 2027-01-01T00:00:00Z: manifests and bundles carry it instead of the wall clock
-
-
-def edgekit(*args: object, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([str(ROOT / ".venv" / "bin" / "edgekit"), *map(str, args)], capture_output=True, text=True,
-                          env=env, check=False)
-    if done.returncode not in (0, 1):
-        raise SystemExit(f"edgekit {' '.join(map(str, args[:2]))} failed ({done.returncode}): {done.stderr[-1500:]}")
-    return done
 
 
 def fleet_file(samples: list[str], targets: list[str], scratch: Path) -> Path:
