@@ -130,8 +130,7 @@ def _build_set(request: ArtifactRequest, profile: TargetProfile, prepared: Any, 
         workdir = Path(tempfile.mkdtemp(prefix="rebuild-", dir=scratch))
         try:
             with native_stderr_to(workdir / "converter.log"):
-                made[key] = tuple(backends.builder(request.format).build(
-                    export_job(request, profile, prepared, variant, workdir)))
+                made[key] = tuple(backends.build(export_job(request, profile, prepared, variant, workdir)))
         except EdgekitError as exc:
             made[key] = exc
     return made[key]

@@ -69,7 +69,7 @@ def build(factory: str, weights: Path, data: Path, fmt: str, precision: str, wor
     from edgekit import backends
 
     assert not workdir.exists(), "a clean folder"
-    return backends.builder(fmt).build(export_job(factory, weights, data, fmt, precision, workdir))
+    return backends.build(export_job(factory, weights, data, fmt, precision, workdir))
 
 
 def digests(folder: Path) -> dict[str, str]:
@@ -167,6 +167,23 @@ def test_a_build_in_another_process_from_a_moved_model_gives_the_same_bytes(tiny
         assert child.returncode == 0, child.stderr[-3000:]
     here, there = digests(tmp_path / "here"), digests(tmp_path / "child")
     assert here and here == there
+
+
+@pytest.mark.slow
+def test_one_thread_and_two_threads_give_the_same_bytes(tmp_path: Path) -> None:
+    """The local pool's workers had two threads and Ray's one-CPU tasks one: the digits-cnn sample's k-means
+    palettization (scikit-learn on OpenMP) wrote another weight.bin until building ran at one thread."""
+    samples = Path(__file__).resolve().parents[1] / "sample_models"
+    model = (f"{samples / 'cnn' / 'model.py'}:create", str(samples / "cnn" / "weights.safetensors"),
+             str(samples / "data" / "digits_holdout.npz"))
+    for threads in ("1", "2"):
+        child = subprocess.run([sys.executable, "-c", CHILD, __file__, *model, str(tmp_path / threads), "coreml:int4"],
+                               env={**os.environ, "OMP_NUM_THREADS": threads}, capture_output=True, text=True,
+                               timeout=600, check=False)
+        assert child.returncode == 0, child.stderr[-3000:]
+    one, two = digests(tmp_path / "1"), digests(tmp_path / "2")
+    assert any("palettize4.mlpackage" in name for name in one), "k-means palettization was built"
+    assert one == two
 
 
 @pytest.mark.slow

@@ -47,6 +47,7 @@ from edgekit.strict import StrictModel
 if TYPE_CHECKING:
     import numpy as np
 
+    from edgekit.artifact import Artifact
     from edgekit.config import ArtifactRequest, TargetProfile
 
 
@@ -261,6 +262,15 @@ def missing_package(fmt: str, package: str, part: str = "build") -> BackendUnava
 def builder(fmt: str) -> ModuleType:
     """The backend's ``build`` module (heavy: torch and converters)."""
     return _load(fmt, "build")
+
+
+def build(job: ExportJob) -> list[Artifact]:
+    """The candidates the request's backend builds for ``job``, with one compute thread (``threads``), so the
+    same job gives the same bytes on every executor."""
+    from edgekit.backends.threads import one_compute_thread
+
+    with one_compute_thread():
+        return list(builder(job.request.format).build(job))
 
 
 def runtime(fmt: str) -> ModuleType:

@@ -154,8 +154,7 @@ def make_candidate_set(prepared: Prepared, request: ArtifactRequest, profile: Ta
     """
     try:
         with native_stderr_to(workdir / "converter.log"):
-            artifacts = tuple(backends.builder(request.format).build(
-                export_job(request, profile, prepared, variant, workdir)))
+            artifacts = tuple(backends.build(export_job(request, profile, prepared, variant, workdir)))
             metrics = {a.variant: measure(a, prepared, variant, latency_runs) for a in artifacts}
     except Exception as exc:  # a converter crash must not take the other targets down
         return contained(request, exc)
