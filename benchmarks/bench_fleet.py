@@ -23,6 +23,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -107,6 +108,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", nargs="+", default=list(SAMPLES), choices=SAMPLES)
     parser.add_argument("--targets", nargs="+", default=["all"], help="profile names; default: every shipped one")
+    parser.add_argument("--keep", type=Path, help="copy the three fleet folders here (each candidate's report.json "
+                                                  "lists every candidate's latency ratio)")
     args = parser.parse_args()
     env = {**os.environ, "SOURCE_DATE_EPOCH": EPOCH}
     env.pop("EDGEKIT_NO_CACHE", None)
@@ -138,6 +141,9 @@ def main() -> int:
                   f"bundles identical {same_bundles}/{len(local_bundles)}{note}", flush=True)
             failed |= bytes_differ > 0 or (label == "ray shared" and (recipe_differs > 0
                                                                        or same_bundles != len(local_bundles)))
+        if args.keep:
+            for label in builds:
+                shutil.copytree(scratch / label.replace(" ", "-"), args.keep / label.replace(" ", "-"))
     return 1 if failed else 0
 
 
