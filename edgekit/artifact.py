@@ -118,6 +118,14 @@ def fsync_dir(path: Path) -> None:
     finally:
         os.close(fd)
 
+def write_durable(path: Path, data: bytes) -> None:
+    """Create ``path`` (it must not exist) with ``data`` and fsync it; the caller syncs its folder and renames."""
+    with path.open("xb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def atomic_write_bytes(destination: Path, data: bytes) -> None:
     """Write ``data`` to ``destination`` atomically."""
     with atomic_path(destination) as tmp:

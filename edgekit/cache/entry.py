@@ -22,13 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from edgekit.cache.files import (
-    copy_file,
-    fsync_dirs,
-    move_into,
-    walk_source,
-    write_synced,
-)
+from edgekit.artifact import write_durable
+from edgekit.cache.files import copy_file, fsync_dirs, move_into, walk_source
 
 ENTRY_FORMAT = 1
 
@@ -175,7 +170,7 @@ def write_entry(staged: Path, kind: str, key: str, files: Mapping[str, Path], re
         items.extend(_copy_in(Path(files[name]), staged / _FILES, name))
     meta = {"format": ENTRY_FORMAT, "kind": kind, "key": key, "names": sorted(files),
             "items": items, "record": record}
-    write_synced(staged / _ENTRY_JSON, _canonical_json(meta))
+    write_durable(staged / _ENTRY_JSON, _canonical_json(meta))
     fsync_dirs(staged)
 
 

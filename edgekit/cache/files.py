@@ -18,6 +18,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from edgekit.artifact import fsync_dir
+
 CHUNK = 1 << 20
 
 
@@ -84,21 +86,6 @@ def move_into(source: Path, target: Path) -> None:
         target.unlink()
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(source, target)
-
-
-def write_synced(path: Path, data: bytes) -> None:
-    with path.open("xb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def fsync_dirs(root: Path) -> None:

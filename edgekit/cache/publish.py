@@ -16,8 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from edgekit.artifact import fsync_dir
 from edgekit.cache.entry import read_meta
-from edgekit.cache.files import fsync_dir, inode, mark_used
+from edgekit.cache.files import inode, mark_used
 from edgekit.cache.removal import discard
 
 

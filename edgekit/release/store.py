@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.artifact import fsync_dir as _fsync_dir  # one name the durability test can replace
-from edgekit.artifact import sha256_file
+from edgekit.artifact import sha256_file, write_durable
 from edgekit.errors import InputError, SecurityError
 from edgekit.release import device, revocation, rollout
 from edgekit.release import index as release_index
@@ -620,8 +620,8 @@ def _stage_version(
     try:
         reader.extract(file_entries(manifest), staging)
         check_artifacts(manifest, staging)
-        _write_durable(staging / MANIFEST_NAME, manifest_bytes)
-        _write_durable(staging / SIGNATURE_NAME, signature or b"")
+        write_durable(staging / MANIFEST_NAME, manifest_bytes)
+        write_durable(staging / SIGNATURE_NAME, signature or b"")
         if store.group_id is not None:
             for folder in (store.root, store.versions):
                 folder.mkdir(exist_ok=True)
@@ -646,13 +646,6 @@ def _intact(store: Store, version: str) -> bool:
     except InputError:  # SecurityError is an InputError
         return False
     return True
-
-
-def _write_durable(path: Path, data: bytes) -> None:
-    with path.open("xb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def _fsync_tree(folder: Path) -> None:
