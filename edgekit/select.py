@@ -55,6 +55,9 @@ SEPARATE_BLOCKS_NOISE = 0.25
 # fleet builds of the five samples x eight profiles, one on the local pool and one on Ray, measured the same 72
 # candidates' FP32 ratios apart by 1.1 % at the median, 9 % at p90 and up to 21 % (benchmarks/bench_fleet.py),
 # far beyond each build's own round-to-round noise: with the 2 % floor 3 of the choices flipped between them.
+# Such ratios tie within this margin, and may lie this far above the FP32 limit (SAME_SPEED or the search's
+# max_latency_vs_fp32) and still count as within it. Replayed on the selection records of two such pairs of
+# builds, the choices that differed fell from 2 and 3 sets to 0 and 1 (one int8 ratio moved by 20 %).
 UNDER_LOAD_NOISE = SEPARATE_BLOCKS_NOISE
 
 
@@ -132,8 +135,19 @@ def pools(candidates: list[Measured], ratios: list[float | None], limit: float |
     shared = shared_failures(candidates) if not passing else frozenset()
     if shared:
         passing = [i for i, c in enumerate(candidates) if c.passes_besides(shared)]
-    fast = [i for i in passing if limit is None or ratios[i] is None or ratios[i] <= limit]  # type: ignore[operator]
+    fast = [i for i in passing if limit is None or ratios[i] is None
+            or ratios[i] <= limit * _drift(candidates[i])]  # type: ignore[operator]
     return Pools(passing, fast, shared)
+
+
+def _under_load(candidate: Measured) -> bool:
+    return candidate.metrics.get("timed_under_load", 1.0) > 1.0
+
+
+def _drift(candidate: Measured) -> float:
+    """How far above the FP32 limit a ratio may lie and still be within it: timed under load, a ratio can be
+    ``UNDER_LOAD_NOISE`` off (the same drift ties allow), else it is taken as measured."""
+    return 1.0 + UNDER_LOAD_NOISE if _under_load(candidate) else 1.0
 
 
 def vs_fp32(candidate: Measured, fp32_latency_ms: float | None = None) -> float | None:
@@ -219,7 +233,7 @@ def _order(candidates: list[Candidate], objective: str, ratios: dict[str, float 
 
 def _noise(candidate: Candidate, interleaved: bool) -> float:
     """The relative latency difference within which ``candidate`` ties (see the constants above)."""
-    if candidate.measured.metrics.get("timed_under_load", 1.0) > 1.0:
+    if _under_load(candidate.measured):
         return UNDER_LOAD_NOISE
     if interleaved:
         return max(TIE_FLOOR, candidate.measured.ratio_noise or 0.0)
@@ -254,7 +268,9 @@ def _decide(candidates: list[Candidate], objective: str, ratios: dict[str, float
         winner, ties = _best(fast, objective, ratios)
         reason = f"{words} among {len(fast)} of {len(candidates)} candidates that meet every budget"
         if limit is not None and any(r is not None for r in ratios.values()):
-            reason += f" and are not slower than FP32 on the host (at most {limit:g}x its latency)"
+            reason += f" and are not slower than FP32 on the host (at most {limit:g}x its latency"
+            loaded = max((_drift(c.measured) for c in candidates), default=1.0)
+            reason += f"; {limit * loaded:.2f}x timed under load)" if loaded > 1.0 else ")"
     elif passing:
         winner, ties = _best(passing, objective, ratios)
         ratio = ratios[winner.key]
